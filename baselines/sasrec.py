@@ -1,0 +1,51 @@
+"""SASRec (Kang & McAuley 2018) trained with softmax cross-entropy over all items (RecBole style)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from baselines.transformer import SequenceTransformer, init_weights
+from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+
+
+class SASRecConfig(ModelConfig):
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn: int = 256
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @classmethod
+    def search_space(cls):
+        return {"dropout": ("float", 0.1, 0.5), "hidden": ("categorical", [64, 128])}
+
+
+@MODELS.register("sasrec")
+class SASRec(SeqRecModel):
+    Config = SASRecConfig
+    label = "SASRec (CE)"
+
+    def __init__(self, config: SASRecConfig, ctx: ModelContext):
+        super().__init__(config, ctx)
+        self.item_emb = nn.Embedding(ctx.n_items + 1, config.hidden, padding_idx=0)
+        self.encoder = SequenceTransformer(
+            config.hidden, config.layers, config.heads, config.ffn, config.dropout, ctx.max_len
+        )
+        init_weights(self)
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.item_emb(seq))
+
+    def loss(self, batch):
+        out = self.encode(batch["input"])
+        target = batch["target"]
+        keep = target > 0
+        logits = out[keep] @ self.item_emb.weight[1:].T  # the padding item is never a class
+        return F.cross_entropy(logits.float(), target[keep] - 1)
+
+    def score(self, history, lengths):
+        h = last_position(self.encode(history), lengths)
+        return h @ self.item_emb.weight.T

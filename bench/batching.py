@@ -1,0 +1,82 @@
+"""Vectorised construction of training samples and batches (no per-sample Python).
+
+Two layouts of the same (history -> next item) pairs:
+- prefix: one row per training target, its history truncated to max_len, loss at the last
+  position only (RecBole's layout).
+- packed: one row per user window, loss at every position. Left alignment plus causal
+  attention make position j see exactly the prefix of length j+1, so this trains the same
+  pairs with ~L times fewer rows. Targets beyond max_len get their own prefix rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from protocols.base import TrainSequences
+
+
+def prefix_rows(train: TrainSequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (input [N, L], target [N, L]) with one target per row at its last position."""
+    lengths = train.lengths()
+    n_targets = np.maximum(lengths - 1, 0)
+    user = np.repeat(np.arange(len(lengths)), n_targets)
+    # j = position of the target within its user's sequence (1..len-1)
+    j = np.arange(n_targets.sum()) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1
+    return _rows(train, train.offsets[user], j, max_len, last_only=True)
+
+
+def packed_rows(train: TrainSequences, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    lengths = train.lengths()
+    has_target = lengths >= 2
+    starts = train.offsets[:-1][has_target]
+    first_j = np.minimum(lengths[has_target] - 1, max_len)  # targets 1..first_j fit one window
+    inp, tgt = _rows(train, starts, first_j, max_len, last_only=False)
+    # targets beyond max_len: one prefix row each
+    extra = np.maximum(lengths - 1 - max_len, 0)
+    if extra.sum() == 0:
+        return inp, tgt
+    user = np.repeat(np.arange(len(lengths)), extra)
+    j = np.arange(extra.sum()) - np.repeat(np.cumsum(extra) - extra, extra) + max_len + 1
+    inp2, tgt2 = _rows(train, train.offsets[user], j, max_len, last_only=True)
+    return np.concatenate([inp, inp2]), np.concatenate([tgt, tgt2])
+
+
+def _rows(train, starts, j, max_len, last_only):
+    """Row i holds items [j_i - h_i, j_i) of the sequence starting at starts[i] (h_i = min(j_i, L))
+    as input, and the items one step later as targets."""
+    h = np.minimum(j, max_len)
+    cols = np.arange(max_len)
+    first = (starts + j - h)[:, None]
+    valid = cols[None, :] < h[:, None]
+    top = len(train.items) - 1
+    inp = np.where(valid, train.items[np.minimum(first + cols, top)], 0)
+    tgt = np.where(valid, train.items[np.minimum(first + cols + 1, top)], 0)
+    if last_only:
+        tgt = np.where(cols[None, :] == (h - 1)[:, None], tgt, 0)
+    return inp.astype(np.int64), tgt.astype(np.int64)
+
+
+def make_rows(train: TrainSequences, max_len: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    build = {"packed": packed_rows, "prefix": prefix_rows}[mode]
+    inp, tgt = build(train, max_len)
+    return torch.from_numpy(inp), torch.from_numpy(tgt)
+
+
+def iterate_batches(
+    inp: torch.Tensor, tgt: torch.Tensor, batch_size: int, generator: torch.Generator, start: int = 0
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Shuffled batches; `start` skips batches already done (resume mid-epoch)."""
+    order = torch.randperm(len(inp), generator=generator)
+    for b, lo in enumerate(range(0, len(inp), batch_size)):
+        if b < start:
+            continue
+        idx = order[lo : lo + batch_size]
+        x = inp[idx]
+        yield {"input": x, "target": tgt[idx], "lengths": (x > 0).sum(1)}
+
+
+def n_batches(n_rows: int, batch_size: int) -> int:
+    return (n_rows + batch_size - 1) // batch_size

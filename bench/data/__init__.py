@@ -1,0 +1,1 @@
+"""Datasets: canonical form, readers, registry and cache."""

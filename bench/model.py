@@ -1,0 +1,82 @@
+"""The model interface every recommender in the harness implements, and the model registry.
+
+A model computes a training loss from a batch and scores users' histories against all items;
+it never opens files, splits data or computes metrics.
+
+Batches are dicts of tensors:
+  input   [B, L] item ids, left-aligned, 0 = padding after the last real item
+  target  [B, L] next item at each position, 0 where no loss is taken
+  lengths [B]    number of real items in `input`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from bench.registry import Registry
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def search_space(cls) -> dict[str, Any]:
+        """Optuna search space: {field: ("float"|"int"|"categorical", args...)}."""
+        return {}
+
+
+@dataclass
+class ModelContext:
+    """What a model may know about the data: sizes, training item counts, item features."""
+
+    n_items: int
+    max_len: int
+    train_item_counts: np.ndarray  # index 0 = padding
+    features: Any = None  # the feature store's tensors, for content models
+    extra: dict = field(default_factory=dict)
+
+
+class SeqRecModel(nn.Module):
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    label: ClassVar[str] = ""  # table name, e.g. "SASRec (CE)"
+    trainable: ClassVar[bool] = True
+    sample_mode: ClassVar[str] = "packed"  # default training sample layout, see bench.batching
+
+    def __init__(self, config: ModelConfig, ctx: ModelContext):
+        super().__init__()
+        self.config = config
+        self.n_items = ctx.n_items
+        self.max_len = ctx.max_len
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, L] histories -> [B, n_items + 1] scores (column 0, the padding item, is ignored)."""
+        raise NotImplementedError
+
+
+MODELS: Registry[type[SeqRecModel]] = Registry("model")
+
+
+def load_model_packages() -> None:
+    """Import the packages whose modules register models."""
+    import baselines  # noqa: F401
+    import msm4sr  # noqa: F401
+
+
+def get_model_class(name: str) -> type[SeqRecModel]:
+    load_model_packages()
+    return MODELS.get(name)
+
+
+def last_position(seq_out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, L, H] outputs -> [B, H] at each row's last real position."""
+    idx = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, seq_out.size(-1))
+    return seq_out.gather(1, idx).squeeze(1)

@@ -1,0 +1,1 @@
+"""MSM4SR (MP4SR): multimodal pre-training for sequential recommendation."""

@@ -1,0 +1,59 @@
+"""Chronological leave-one-out: last item is the test target, second last the validation target,
+every earlier prefix is a training sample (histories truncated to max_len)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.data.dataset import Dataset
+from bench.errors import BenchError
+from protocols.base import PROTOCOLS, Protocol, ProtocolConfig, Split, TrainSequences, cases_from_positions
+
+
+class LeaveOneOutConfig(ProtocolConfig):
+    min_len: int = 3  # one training target needs two training items plus valid and test
+
+
+@PROTOCOLS.register("leave_one_out")
+class LeaveOneOut(Protocol):
+    name = "leave_one_out"
+    Config = LeaveOneOutConfig
+
+    def definition(self) -> dict:
+        return {
+            **super().definition(),
+            "valid_target": "second-last item of each user",
+            "test_target": "last item of each user",
+            "train_samples": "every prefix of the remaining items (history truncated to max_len)",
+        }
+
+    def split(self, ds: Dataset) -> Split:
+        lengths = ds.lengths()
+        users = np.flatnonzero(lengths >= self.config.min_len)
+        if len(users) == 0:
+            raise BenchError(
+                f"dataset {ds.name!r}: no user has the {self.config.min_len} interactions leave_one_out needs"
+            )
+        lengths = lengths[users]
+        train = train_prefix_sequences(ds, users, lengths - 2)
+        definition = {
+            **self.definition(),
+            "users": int(len(users)),
+            "users_dropped_too_short": int(ds.n_users - len(users)),
+            "train_targets": int((lengths - 3).sum()),
+        }
+        return Split(
+            n_items=ds.n_items,
+            train=train,
+            valid=cases_from_positions(ds, users, lengths - 2),
+            _test=cases_from_positions(ds, users, lengths - 1),
+            definition=definition,
+        )
+
+
+def train_prefix_sequences(ds: Dataset, users: np.ndarray, keep: np.ndarray) -> TrainSequences:
+    """The first `keep[i]` items of each user's sequence."""
+    starts = ds.offsets[users]
+    offsets = np.concatenate([[0], np.cumsum(keep)]).astype(np.int64)
+    take = np.repeat(starts - offsets[:-1], keep) + np.arange(offsets[-1])
+    return TrainSequences(offsets, ds.items[take])
