@@ -47,12 +47,42 @@ class SeqRecModel(nn.Module):
     label: ClassVar[str] = ""  # table name, e.g. "SASRec (CE)"
     trainable: ClassVar[bool] = True
     sample_mode: ClassVar[str] = "packed"  # default training sample layout, see bench.batching
+    # Multi-stage models (pre-train then fine-tune) list their stages; the runner builds one
+    # instance per stage (each with the context of the stage's dataset), calls set_stage, and
+    # carries every weight except `dataset_specific` ones from one stage to the next.
+    stages: ClassVar[tuple[str, ...]] = ("train",)
+    dataset_specific: ClassVar[tuple[str, ...]] = ()  # state_dict key prefixes not transferred
 
     def __init__(self, config: ModelConfig, ctx: ModelContext):
         super().__init__()
         self.config = config
         self.n_items = ctx.n_items
         self.max_len = ctx.max_len
+
+        self.stage = self.stages[-1]
+
+    def set_stage(self, stage: str) -> None:
+        if stage not in self.stages:
+            raise ValueError(f"{type(self).__name__} has no stage {stage!r} (stages: {self.stages})")
+        self.stage = stage
+
+    def sample_mode_for(self, stage: str) -> str:
+        return self.sample_mode
+
+    def stage_spec(self, stage: str) -> dict[str, Any]:
+        """The config fields that determine what `stage` learns (keys the stage's checkpoint)."""
+        return self.config.model_dump()
+
+    def transferable_state(self) -> dict[str, torch.Tensor]:
+        return {
+            k: v for k, v in self.state_dict().items() if not k.startswith(self.dataset_specific)
+        }
+
+    def load_transferable(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith(self.dataset_specific)]
+        if bad or unexpected:
+            raise RuntimeError(f"stage transfer mismatch: missing {bad}, unexpected {unexpected}")
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

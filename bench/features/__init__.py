@@ -1,0 +1,1 @@
+"""Item features: text vectors and image-keyword vectors per item, with slot masks."""
