@@ -52,6 +52,7 @@ class SeqRecModel(nn.Module):
     # carries every weight except `dataset_specific` ones from one stage to the next.
     stages: ClassVar[tuple[str, ...]] = ("train",)
     dataset_specific: ClassVar[tuple[str, ...]] = ()  # state_dict key prefixes not transferred
+    trainer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # per stage, e.g. {"pretrain": {"lr": 1e-3}}
 
     def __init__(self, config: ModelConfig, ctx: ModelContext):
         super().__init__()
@@ -60,6 +61,16 @@ class SeqRecModel(nn.Module):
         self.max_len = ctx.max_len
 
         self.stage = self.stages[-1]
+
+    @classmethod
+    def stages_for(cls, config: ModelConfig) -> tuple[str, ...]:
+        """The stages this configuration runs (e.g. no pre-training in an ablation)."""
+        return cls.stages
+
+    @classmethod
+    def needs_features(cls, config: ModelConfig) -> dict | None:
+        """Feature-store parameters this configuration reads (None: an ID-only model)."""
+        return None
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.stages:

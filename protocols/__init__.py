@@ -1,8 +1,7 @@
 """Protocols: how a Dataset becomes training data and evaluation cases, and how it is judged."""
 
-from protocols.base import PROTOCOLS, EvalCases, Protocol, Split, TrainSequences
-
 # importing registers the protocols
 from protocols import leave_one_out  # noqa: E402,F401
+from protocols.base import PROTOCOLS, EvalCases, Protocol, Split, TrainSequences
 
 __all__ = ["PROTOCOLS", "EvalCases", "Protocol", "Split", "TrainSequences"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from bench.data.dataset import Dataset
 from bench.errors import BenchError
@@ -91,7 +91,8 @@ class Split:
 
 class ProtocolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_len: int = 50
+    max_len: int = Field(50, gt=0)
+    max_users: int | None = Field(None, gt=0)  # keep only the first N users (quick runs and tests)
 
 
 class Protocol:
@@ -106,6 +107,15 @@ class Protocol:
 
     def split(self, ds: Dataset) -> Split:
         raise NotImplementedError
+
+    def eligible_users(self, ds: Dataset, min_len: int) -> np.ndarray:
+        """Users with at least `min_len` interactions (the first max_users of them, if set)."""
+        users = np.flatnonzero(ds.lengths() >= min_len)
+        if self.config.max_users is not None:
+            users = users[: self.config.max_users]
+        if len(users) == 0:
+            raise BenchError(f"dataset {ds.name!r}: no user has the {min_len} interactions {self.name} needs")
+        return users
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")

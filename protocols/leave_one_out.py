@@ -4,14 +4,14 @@ every earlier prefix is a training sample (histories truncated to max_len)."""
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from bench.data.dataset import Dataset
-from bench.errors import BenchError
 from protocols.base import PROTOCOLS, Protocol, ProtocolConfig, Split, TrainSequences, cases_from_positions
 
 
 class LeaveOneOutConfig(ProtocolConfig):
-    min_len: int = 3  # one training target needs two training items plus valid and test
+    min_len: int = Field(3, ge=3)  # one training target needs two training items plus valid and test
 
 
 @PROTOCOLS.register("leave_one_out")
@@ -28,13 +28,8 @@ class LeaveOneOut(Protocol):
         }
 
     def split(self, ds: Dataset) -> Split:
-        lengths = ds.lengths()
-        users = np.flatnonzero(lengths >= self.config.min_len)
-        if len(users) == 0:
-            raise BenchError(
-                f"dataset {ds.name!r}: no user has the {self.config.min_len} interactions leave_one_out needs"
-            )
-        lengths = lengths[users]
+        users = self.eligible_users(ds, self.config.min_len)
+        lengths = ds.lengths()[users]
         train = train_prefix_sequences(ds, users, lengths - 2)
         definition = {
             **self.definition(),

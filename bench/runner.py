@@ -1,0 +1,184 @@
+"""Runs one resolved spec end to end: data -> split -> stages of training -> evaluation -> record.
+
+Earlier stages (e.g. pre-training) are stored under the hash of their own spec and reused by
+every later run that shares it, whatever its fine-tuning settings or seed.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.atomic import atomic_write, write_json
+from bench.data.catalog import load_dataset
+from bench.data.dataset import Dataset
+from bench.evaluator import evaluate
+from bench.hashing import hash_obj
+from bench.model import ModelContext, SeqRecModel, get_model_class
+from bench.paths import cache_dir, store_dir
+from bench.progress import SILENT, Reporter
+from bench.provenance import provenance
+from bench.seeding import seed_everything
+from bench.spec import RunSpec
+from bench.store import ResultStore
+from bench.trainer import FitResult, fit, resolve_device
+from protocols import PROTOCOLS, Split
+
+PRETRAIN_SEED = 0  # earlier stages are seeded once and shared by every fine-tuning seed
+
+
+@dataclass
+class RunEnv:
+    """Where data comes from and results go, plus per-process caches of loaded data."""
+
+    data_root: Path
+    home: Path
+    reporter: Reporter = SILENT
+    _datasets: dict = field(default_factory=dict)
+    _splits: dict = field(default_factory=dict)
+    _features: dict = field(default_factory=dict)
+
+    @property
+    def store(self) -> ResultStore:
+        return ResultStore(store_dir(self.home))
+
+    def dataset(self, name: str) -> Dataset:
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name, self.data_root, cache_dir(self.home))
+        return self._datasets[name]
+
+    def split(self, spec: RunSpec) -> Split:
+        key = (spec.dataset, spec.protocol, hash_obj(spec.protocol_params))
+        if key not in self._splits:
+            protocol_cls = PROTOCOLS.get(spec.protocol)
+            protocol = protocol_cls(protocol_cls.Config(**spec.protocol_params))
+            self._splits[key] = protocol.split(self.dataset(spec.dataset))
+        split = self._splits[key]
+        split.test_unlocked = False  # every run starts locked
+        return split
+
+    def features(self, dataset: str, params: dict):
+        from bench.features.store import load_item_features
+
+        key = (dataset, hash_obj(params))
+        if key not in self._features:
+            self._features[key] = load_item_features(
+                self.dataset(dataset), self.data_root, cache_dir(self.home), **params
+            )
+        return self._features[key]
+
+
+def run_hash(spec: RunSpec, env: RunEnv) -> str:
+    split = env.split(spec)
+    return hash_obj({"spec": spec.model_dump(), "dataset": env.dataset(spec.dataset).content_hash,
+                     "protocol": split.definition})
+
+
+def execute(spec: RunSpec, env: RunEnv, force: bool = False) -> tuple[str, dict, bool]:
+    """Run `spec` unless already complete. Returns (run hash, record, whether it ran now)."""
+    key = run_hash(spec, env)
+    store = env.store
+    if not force and (record := store.load(key)) is not None:
+        return key, record, False
+    with store.claim(store.run_dir(key)):
+        record = _run(spec, env, key)
+    return key, record, True
+
+
+def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
+    started = time.perf_counter()
+    ds, split = env.dataset(spec.dataset), env.split(spec)
+    model_cls = get_model_class(spec.model)
+    config = model_cls.Config(**spec.model_params)
+    max_len = spec.protocol_params["max_len"]
+    feature_params = model_cls.needs_features(config)
+    ctx = ModelContext(
+        n_items=ds.n_items,
+        max_len=max_len,
+        train_item_counts=split.train.item_counts(ds.n_items),
+        features=env.features(spec.dataset, feature_params) if feature_params is not None else None,
+    )
+    device = resolve_device(spec.trainer[model_cls.stages_for(config)[-1]].device)
+    env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}, {device}")
+    stages = model_cls.stages_for(config)
+    fits: dict[str, FitResult] = {}
+    state, model = None, None
+    for i, stage in enumerate(stages):
+        seed_everything(spec.seed if i == len(stages) - 1 else PRETRAIN_SEED)
+        model = model_cls(config, ctx).to(device)
+        model.set_stage(stage)
+        if state is not None:
+            model.load_transferable(state)
+        if not model.trainable:
+            break
+        if i < len(stages) - 1:
+            fits[stage] = _shared_stage(model, spec, env, split, stage, max_len)
+        else:
+            fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
+                              env.store.run_dir(key) / f"{stage}.ckpt", env.reporter)
+        state = model.transferable_state()
+    valid = evaluate(model, split.valid, max_len, spec.evaluation, device)
+    test = evaluate(model, split.unlock_test(), max_len, spec.evaluation, device)
+    record = _record(spec, key, ds, split, model, fits, valid, test, time.perf_counter() - started)
+    env.store.save(key, record, {"valid": valid.per_user, "test": test.per_user})
+    for ckpt in env.store.run_dir(key).glob("*.ckpt"):
+        ckpt.unlink()  # resume checkpoints are no longer needed once the record is complete
+    return record
+
+
+def _shared_stage(model: SeqRecModel, spec: RunSpec, env: RunEnv, split: Split, stage: str, max_len: int) -> FitResult:
+    """Train an earlier stage once per stage spec; later runs load its weights."""
+    stage_key = hash_obj({
+        "model": spec.model, "stage": stage, "stage_spec": model.stage_spec(stage),
+        "trainer": spec.trainer[stage].model_dump(), "dataset": env.dataset(spec.dataset).content_hash,
+        "protocol": split.definition, "eval": spec.evaluation.model_dump(), "seed": PRETRAIN_SEED,
+    })
+    folder = env.store.stage_dir(stage_key)
+    weights = folder / "weights.pt"
+    if weights.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        env.reporter.info(f"{stage}: reusing stored stage {stage_key}")
+        return FitResult(**torch.load(folder / "result.pt", weights_only=False))
+    with env.store.claim(folder):
+        result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, PRETRAIN_SEED, max_len,
+                     folder / "resume.ckpt", env.reporter)
+        atomic_write(folder / "result.pt", lambda f: torch.save(result.__dict__, f))
+        atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
+        write_json(folder / "spec.json", {"stage_key": stage_key, "model": spec.model, "stage": stage,
+                                          "stage_spec": model.stage_spec(stage)})
+        (folder / "resume.ckpt").unlink(missing_ok=True)
+    return result
+
+
+def _record(spec, key, ds, split, model, fits, valid, test, seconds) -> dict:
+    final = fits.get(model.stages_for(model.config)[-1])
+    timings = {
+        stage: {
+            "epochs": len(f.history),
+            "s_per_epoch": sum(f.train_seconds) / max(len(f.history), 1),
+            "eval_s_per_epoch": sum(f.eval_seconds) / max(len(f.history), 1),
+        }
+        for stage, f in fits.items()
+    }
+    peak = {"rss_mb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        peak["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return {
+        "status": "complete",
+        "run_hash": key,
+        "label": model.label or spec.model,
+        "spec": spec.model_dump(),
+        "dataset": {"name": ds.name, "content_hash": ds.content_hash, "users": ds.n_users, "items": ds.n_items},
+        "protocol": split.definition,
+        "metrics": {"valid": valid.means, "test": test.means},
+        "best_epoch": final.best_epoch if final else None,
+        "history": {stage: f.history for stage, f in fits.items()},
+        "timings": {**timings, "final_eval_s": {"valid": valid.seconds, "test": test.seconds}, "total_s": seconds},
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_memory": peak,
+        "provenance": provenance(),
+    }

@@ -1,0 +1,70 @@
+"""leave_one_out and the batch layouts built from it."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.batching import packed_rows, prefix_rows
+from bench.data.dataset import from_sequences
+from bench.errors import BenchError
+from protocols import PROTOCOLS
+
+LOO = PROTOCOLS.get("leave_one_out")
+
+
+def test_targets_are_last_and_second_last(scientific):
+    split = LOO(LOO.Config()).split(scientific)
+    for u in (0, 1, 247, 8441):
+        seq = scientific.sequence(u)
+        assert split.valid.targets[u] == seq[-2]
+        assert split.unlock_test().targets[u] == seq[-1]
+        np.testing.assert_array_equal(split.train.items[split.train.offsets[u] : split.train.offsets[u + 1]], seq[:-2])
+    assert split.definition["train_targets"] == 34101  # = rows of the UniSRec train file
+
+
+def test_test_split_is_locked_until_unlocked(small_split):
+    small_split.test_unlocked = False
+    with pytest.raises(BenchError, match="test split is locked"):
+        _ = small_split.test
+    assert len(small_split.unlock_test()) == 400
+
+
+def test_histories_truncated_to_max_len(scientific):
+    split = LOO(LOO.Config(max_len=5)).split(scientific)
+    hist, lengths = split.valid.padded_histories(5)
+    seq = scientific.sequence(0)
+    np.testing.assert_array_equal(hist[0], seq[-7:-2])
+    assert lengths.max() == 5
+
+
+def pairs(inp, tgt):
+    """Set of (history tuple, target) pairs a batch layout trains."""
+    out = []
+    for row_in, row_t in zip(inp, tgt):
+        for j in np.flatnonzero(row_t):
+            out.append((tuple(row_in[: j + 1]), int(row_t[j])))
+    return sorted(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 9), min_size=3, max_size=14), min_size=1, max_size=6), st.integers(2, 6))
+def test_packed_and_prefix_layouts_train_identical_pairs(seqs, max_len):
+    ds = from_sequences("t", [str(i) for i in range(9)], [str(u) for u in range(len(seqs))],
+                        [np.array(s) for s in seqs])
+    split = LOO(LOO.Config(max_len=max_len)).split(ds)
+    a, b = pairs(*prefix_rows(split.train, max_len)), pairs(*packed_rows(split.train, max_len))
+    assert a == b
+    assert len(a) == sum(len(s) - 3 for s in seqs)
+    # no training pair ever contains the user's validation or test target position
+    for (hist, target) in a:
+        assert len(hist) <= max_len
+
+
+def test_short_sequences_dropped_and_empty_refused():
+    ds = from_sequences("t", ["a", "b", "c"], ["u", "v"], [np.array([1, 2]), np.array([1, 2, 3])])
+    split = LOO(LOO.Config()).split(ds)
+    assert split.definition["users_dropped_too_short"] == 1
+    tiny = from_sequences("t", ["a", "b"], ["u"], [np.array([1, 2])])
+    with pytest.raises(BenchError, match="no user has the 3 interactions"):
+        LOO(LOO.Config()).split(tiny)
