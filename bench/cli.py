@@ -54,14 +54,19 @@ def run(
             build_spec(ds, protocol, m, s, overrides)
             for ds in split_names(dataset) for m in split_names(models) for s in range(seed, seed + seeds)
         ]
-        records = []
+        records, busy = [], []
         for spec in specs:
             try:
                 key, record, ran = execute(spec, env, force=force)
             except RunBusy:
-                reporter.info(f"{spec.model} seed {spec.seed}: running in another process, skipped")
+                reporter.info(f"{spec.model} seed {spec.seed}: running in another process; will wait for it")
+                busy.append(spec)
                 continue
             reporter.info(f"{'finished' if ran else 'already complete'}: {record['label']} seed {spec.seed} -> {key}")
+            records.append(record)
+        for spec in busy:  # other processes' runs: wait, then take their records
+            key, record, ran = execute(spec, env, wait=True)
+            reporter.info(f"{'finished' if ran else 'completed elsewhere'}: {record['label']} seed {spec.seed} -> {key}")
             records.append(record)
     if not records:
         raise BenchError("no run completed")
@@ -85,6 +90,36 @@ def data_stats(name: str, data_root_: Path = DataRoot, home: Path = Home) -> Non
     ds = load_dataset(name, data_root(data_root_), cache_dir(bench_home(home)))
     for key, value in dataset_stats(ds).items():
         console.print(f"{key:>16}: {value:,}" if isinstance(value, int) else f"{key:>16}: {value}")
+
+
+check_app = typer.Typer(no_args_is_help=True, help="Checks of the harness itself.")
+app.add_typer(check_app, name="check")
+
+
+@check_app.command("determinism")
+def check_determinism_cmd(
+    model: str = typer.Option("sasrec", "--model"),
+    dataset: str = typer.Option("scientific", "--dataset"),
+    protocol: str = typer.Option("leave_one_out", "--protocol"),
+    seed: int = typer.Option(0),
+    set_: list[str] = typer.Option([], "--set"),
+    data_root_: Path = DataRoot,
+) -> None:
+    """Run one spec twice from scratch and compare the hashes of its per-user metrics."""
+    from bench.determinism import check_determinism
+    from bench.progress import Reporter
+    from bench.spec import build_spec, parse_overrides
+
+    spec = build_spec(dataset, protocol, model, seed, parse_overrides(set_))
+    with Reporter() as reporter:
+        report = check_determinism(spec, data_root(data_root_), reporter)
+    console.print(f"metric hashes: {report['metric_hashes'][0]}  {report['metric_hashes'][1]}")
+    console.print("[green]deterministic[/]" if report["identical"] else "[red]NOT deterministic[/]")
+    console.print(f"torch threads: {report['torch_threads']}; remaining sources of variation:")
+    for source in report["remaining_sources"]:
+        console.print(f"  - {source}")
+    if not report["identical"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

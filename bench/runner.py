@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class RunEnv:
     data_root: Path
     home: Path
     reporter: Reporter = SILENT
+    on_epoch: Callable[[int, float], None] | None = None  # called in the final stage (e.g. pruning)
     _datasets: dict = field(default_factory=dict)
     _splits: dict = field(default_factory=dict)
     _features: dict = field(default_factory=dict)
@@ -78,13 +80,18 @@ def run_hash(spec: RunSpec, env: RunEnv) -> str:
                      "protocol": split.definition})
 
 
-def execute(spec: RunSpec, env: RunEnv, force: bool = False) -> tuple[str, dict, bool]:
-    """Run `spec` unless already complete. Returns (run hash, record, whether it ran now)."""
+def execute(spec: RunSpec, env: RunEnv, force: bool = False, wait: bool = False) -> tuple[str, dict, bool]:
+    """Run `spec` unless already complete. Returns (run hash, record, whether it ran now).
+
+    If another process holds the run: raise RunBusy, or with `wait` block until it finishes and
+    take its record (running it here if that process died before completing it)."""
     key = run_hash(spec, env)
     store = env.store
     if not force and (record := store.load(key)) is not None:
         return key, record, False
-    with store.claim(store.run_dir(key)):
+    with store.claim(store.run_dir(key), wait=wait):
+        if not force and (record := store.load(key)) is not None:
+            return key, record, False
         record = _run(spec, env, key)
     return key, record, True
 
@@ -119,7 +126,7 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
             fits[stage] = _shared_stage(model, spec, env, split, stage, max_len)
         else:
             fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
-                              env.store.run_dir(key) / f"{stage}.ckpt", env.reporter)
+                              env.store.run_dir(key) / f"{stage}.ckpt", env.reporter, env.on_epoch)
         state = model.transferable_state()
     valid = evaluate(model, split.valid, max_len, spec.evaluation, device)
     test = evaluate(model, split.unlock_test(), max_len, spec.evaluation, device)

@@ -79,13 +79,13 @@ class ResultStore:
                 yield folder.name, record
 
     @contextlib.contextmanager
-    def claim(self, folder: Path) -> Iterator[None]:
-        """Exclusive, non-blocking lock on a run or stage folder; raises RunBusy if held."""
+    def claim(self, folder: Path, wait: bool = False) -> Iterator[None]:
+        """Exclusive lock on a run or stage folder: raises RunBusy if held, or waits with `wait`."""
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RunBusy(str(folder)) from None
             os.ftruncate(fd, 0)

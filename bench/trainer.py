@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,8 +78,12 @@ def fit(
     max_len: int,
     checkpoint: Path | None = None,
     reporter: Reporter = SILENT,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FitResult:
-    """Train `model` in `stage` until early stopping; leaves the best-validation weights loaded."""
+    """Train `model` in `stage` until early stopping; leaves the best-validation weights loaded.
+
+    `on_epoch(epoch, valid_value)` is called after each validation (e.g. Optuna pruning; it may
+    raise to stop the run)."""
     device = next(model.parameters()).device
     mode = cfg.sample_mode or model.sample_mode_for(stage)
     inp, tgt = make_rows(split.train, max_len, mode)
@@ -144,6 +149,8 @@ def fit(
                 "rng": rng_state(), "data_order": data_order.get_state(),
             }
             atomic_write(checkpoint, lambda f, s=state: torch.save(s, f))
+        if on_epoch is not None:
+            on_epoch(epoch, value)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result

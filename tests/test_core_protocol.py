@@ -68,3 +68,12 @@ def test_short_sequences_dropped_and_empty_refused():
     tiny = from_sequences("t", ["a", "b"], ["u"], [np.array([1, 2])])
     with pytest.raises(BenchError, match="no user has the 3 interactions"):
         LOO(LOO.Config()).split(tiny)
+
+
+def test_future_training_event_is_refused():
+    seqs = [np.array([1, 2, 3, 4]), np.array([2, 3, 4])]
+    ok = from_sequences("t", list("abcd"), ["u", "v"], seqs, timestamps=np.array([1, 2, 3, 4, 5, 6, 7]))
+    LOO(LOO.Config()).split(ok)
+    bad = from_sequences("t", list("abcd"), ["u", "v"], seqs, timestamps=np.array([1, 9, 3, 4, 5, 6, 7]))
+    with pytest.raises(BenchError, match="user u has a training event later than its validation"):
+        LOO(LOO.Config()).split(bad)

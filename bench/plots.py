@@ -1,0 +1,106 @@
+"""Figures of a suite: per-epoch validation curves and sensitivity curves (PNG and PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.suites import Suite, budget_label, cells
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path_stem: Path) -> list[Path]:
+    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        p = path_stem.with_suffix(f".{ext}")
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+        out.append(p)
+    return out
+
+
+def _complete_records(suite: Suite, env, budget: str):
+    from bench.runner import run_hash
+
+    store = env.store
+    for cell in cells(suite, budget):
+        record = store.load(run_hash(cell.spec(suite.protocol), env))
+        if record is not None:
+            yield cell, record
+
+
+def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
+    """One figure per dataset: mean (over seeds) validation metric per epoch of the final stage."""
+    plt = _plt()
+    curves: dict[str, dict[tuple, list[list[float]]]] = {}
+    metric_name = {}
+    for cell, record in _complete_records(suite, env, budget):
+        history = record.get("history") or {}
+        if not history:
+            continue  # untrainable models have no epochs
+        stage = list(history)[-1]
+        metric = record["spec"]["trainer"][stage]["valid_metric"]
+        metric_name[cell.dataset] = metric
+        curves.setdefault(cell.dataset, {}).setdefault(cell.arm, []).append([h[metric] for h in history[stage]])
+    written = []
+    for dataset, arms in curves.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arm, runs in arms.items():
+            n = max(len(r) for r in runs)
+            padded = np.full((len(runs), n), np.nan)
+            for i, r in enumerate(runs):
+                padded[i, : len(r)] = r
+            ax.plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=3, label=suite.arm_label(arm))
+        ax.set_xlabel("epoch (final stage)")
+        ax.set_ylabel(f"validation {metric_name[dataset]}")
+        ax.set_title(f"{suite.title}: {dataset} ({budget_label(budget)})", fontsize=9)
+        ax.legend(fontsize=7)
+        written += _save(fig, out_dir / f"{suite.name}-{budget}-curves-{dataset}")
+        plt.close(fig)
+    return written
+
+
+def sensitivity_curves(suite: Suite, env, budget: str, out_dir: Path, split: str = "test") -> list[Path]:
+    """One figure per (sweep key, dataset): each metric's mean +- std over seeds vs the value."""
+    plt = _plt()
+    sweep_of = suite.sweep_variations()
+    if not sweep_of:
+        return []
+    values: dict[tuple[str, str], dict[object, dict[str, list[float]]]] = {}
+    for cell, record in _complete_records(suite, env, budget):
+        if cell.variation not in sweep_of:
+            continue
+        key, value = sweep_of[cell.variation]
+        per_value = values.setdefault((key, cell.dataset), {}).setdefault(value, {})
+        for m in suite.metrics:
+            per_value.setdefault(m, []).append(record["metrics"][split][m])
+    written = []
+    for (key, dataset), per_value in values.items():
+        xs = [v for v in suite.sweeps[key] if v in per_value]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
+        pos = xs if numeric else list(range(len(xs)))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in suite.metrics:
+            means = [np.mean(per_value[v][m]) for v in xs]
+            stds = [np.std(per_value[v][m], ddof=1) if len(per_value[v][m]) > 1 else 0.0 for v in xs]
+            ax.errorbar(pos, means, yerr=stds, marker="o", ms=4, capsize=3, label=m)
+        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 50:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(pos, [str(v) for v in xs])
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"{split} metric")
+        ax.set_title(f"{suite.title}: {key} on {dataset} ({budget_label(budget)})", fontsize=9)
+        ax.legend(fontsize=7)
+        written += _save(fig, out_dir / f"{suite.name}-{budget}-sensitivity-{key.replace('.', '_')}-{dataset}")
+        plt.close(fig)
+    return written

@@ -1,0 +1,281 @@
+"""A suite's results table: mean +- std over seeds, best bold, second underlined, and a mark
+on every row that differs significantly from the suite's reference (paired tests on per-user
+test metrics, corrected over the declared family), rendered as Markdown, LaTeX or CSV.
+
+Every table comes with a sidecar JSON that maps each (dataset, row, seed) to its run hash in the
+store, with the comparisons' statistics, so any number can be traced to its run record.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench import stats
+from bench.suites import Suite, budget_label, cells
+
+SIG_MARK = "†"
+
+
+@dataclass
+class Row:
+    dataset: str
+    arm: tuple[str, str]
+    label: str
+    seeds: dict[int, str | None]  # seed -> run hash when complete, else None
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, set] = field(default_factory=dict)  # metric -> {"best", "second", "sig"}
+    tuned_from: str | None = None
+
+    @property
+    def n_done(self) -> int:
+        return sum(h is not None for h in self.seeds.values())
+
+
+@dataclass
+class SuiteTable:
+    suite: Suite
+    budget: str
+    rows: list[Row]
+    comparisons: list[dict]
+    caption: str
+    ties: str = "pessimistic"
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.suite.metrics
+
+    def sidecar(self) -> dict:
+        return {
+            "suite": self.suite.name,
+            "title": self.suite.title,
+            "budget": self.budget,
+            "caption": self.caption,
+            "protocol": self.suite.protocol,
+            "metrics": self.metrics,
+            "significance": self.suite.significance.model_dump(),
+            "reference": list(self.suite.reference_arm() or []),
+            "cells": [
+                {
+                    "dataset": r.dataset, "variation": r.arm[0], "model": r.arm[1], "label": r.label,
+                    "tuned_from": r.tuned_from,
+                    "runs": {str(s): h for s, h in r.seeds.items()},
+                    "mean": r.means, "std": r.stds,
+                    "marks": {m: sorted(v) for m, v in r.marks.items()},
+                }
+                for r in self.rows
+            ],
+            "comparisons": self.comparisons,
+            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def build_table(suite: Suite, env, budget: str = "full", split: str = "test") -> SuiteTable:
+    """Gather the suite's complete records from the store and compute the marks."""
+    from bench.runner import run_hash
+
+    store = env.store
+    by_row: dict[tuple[str, tuple[str, str]], Row] = {}
+    records: dict[str, dict] = {}
+    for cell in cells(suite, budget):
+        key = run_hash(cell.spec(suite.protocol), env)
+        record = store.load(key)
+        row = by_row.setdefault(
+            (cell.dataset, cell.arm),
+            Row(cell.dataset, cell.arm, suite.arm_label(cell.arm), {}, tuned_from=cell.tuned_from),
+        )
+        row.seeds[cell.seed] = key if record is not None else None
+        if record is not None:
+            records[key] = record
+    # rows grouped by dataset, in the suite's order
+    datasets = list(dict.fromkeys(d for d, _ in by_row))
+    rows = [by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row]
+    for row in rows:
+        for m in suite.metrics:
+            vals = [records[h]["metrics"][split][m] for h in row.seeds.values() if h is not None]
+            if vals:
+                row.means[m] = float(np.mean(vals))
+                row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row.marks[m] = set()
+    for d in datasets:
+        ds_rows = [r for r in rows if r.dataset == d]
+        for m in suite.metrics:
+            _rank_marks(ds_rows, m)
+    comparisons = _significance(suite, rows, store, split)
+    ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
+    table = SuiteTable(suite, budget, rows, comparisons, "", ties)
+    table.caption = caption(table)
+    return table
+
+
+def _rank_marks(rows: list[Row], metric: str) -> None:
+    """Best (bold) and second best (underlined) by the mean as displayed (4 decimals)."""
+    shown = {id(r): round(r.means[metric], 4) for r in rows if metric in r.means}
+    distinct = sorted(set(shown.values()), reverse=True)
+    for r in rows:
+        if id(r) not in shown:
+            continue
+        if shown[id(r)] == distinct[0]:
+            r.marks[metric].add("best")
+        elif len(distinct) > 1 and shown[id(r)] == distinct[1]:
+            r.marks[metric].add("second")
+
+
+def _significance(suite: Suite, rows: list[Row], store, split: str) -> list[dict]:
+    ref_arm = suite.reference_arm()
+    if ref_arm is None:
+        return []
+    sig = suite.significance
+    cache: dict[str, dict] = {}
+
+    def per_user(h: str) -> dict:
+        if h not in cache:
+            cache[h] = store.per_user(h)[split]
+        return cache[h]
+
+    groups: dict[tuple, list[tuple[Row, stats.PairedComparison]]] = {}
+    for ref in (r for r in rows if r.arm == ref_arm and r.n_done):
+        for row in (r for r in rows if r.dataset == ref.dataset and r.arm != ref_arm and r.n_done):
+            for m in suite.metrics:
+                a = {s: per_user(h)[m] for s, h in ref.seeds.items() if h is not None}
+                b = {s: per_user(h)[m] for s, h in row.seeds.items() if h is not None}
+                comp = stats.compare(a, b, metric=m, a=ref.label, b=row.label)
+                family = (ref.dataset, m) if sig.family == "per_dataset_metric" else ("table",)
+                groups.setdefault(family, []).append((row, comp))
+    out = []
+    for family, members in groups.items():
+        stats.correct_family([c for _, c in members], sig.correction)
+        for row, comp in members:
+            p = comp.p_adjusted[sig.test]
+            significant = not math.isnan(p) and p < sig.alpha
+            if significant:
+                row.marks[comp.metric].add("sig")
+            out.append({"dataset": row.dataset, "variation": row.arm[0], "model": row.arm[1],
+                        "family": list(family), "family_size": len(members), "significant": significant,
+                        **comp.to_dict()})
+    return out
+
+
+def caption(table: SuiteTable) -> str:
+    s = table.suite
+    seeds = sorted({len(r.seeds) for r in table.rows})
+    seed_text = "/".join(str(x) for x in seeds)
+    parts = [
+        f"{s.title} ({budget_label(table.budget)}).",
+        f"{s.protocol}, test split, full ranking ({table.ties} ties); mean ± std over {seed_text} seeds.",
+        "Best in bold, second best underlined.",
+    ]
+    ref = s.reference_arm()
+    if ref is not None:
+        sig = s.significance
+        family = ("the comparisons with the reference in each dataset and metric"
+                  if sig.family == "per_dataset_metric" else "every comparison in the table")
+        parts.append(
+            f"{SIG_MARK}: significantly different from {s.arm_label(ref)} "
+            f"({stats.caption_text(sig.test, sig.correction, sig.alpha, family)})."
+        )
+    missing = [r for r in table.rows if r.n_done < len(r.seeds)]
+    if missing:
+        parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _cell_text(row: Row, metric: str, fmt: str) -> str:
+    if metric not in row.means:
+        return "—" if fmt != "latex" else "--"
+    pm = " $\\pm$ " if fmt == "latex" else " ± "
+    text = f"{row.means[metric]:.4f}" + (f"{pm}{row.stds[metric]:.4f}" if row.n_done > 1 else "")
+    marks = row.marks.get(metric, set())
+    if fmt == "md":
+        text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
+        text += SIG_MARK if "sig" in marks else ""
+    elif fmt == "latex":
+        text = f"\\textbf{{{text}}}" if "best" in marks else f"\\underline{{{text}}}" if "second" in marks else text
+        text += "$^{\\dagger}$" if "sig" in marks else ""
+    if row.n_done < len(row.seeds):
+        text += f" ({row.n_done}/{len(row.seeds)})"
+    return text
+
+
+def render(table: SuiteTable, fmt: str) -> str:
+    if fmt == "csv":
+        return _render_csv(table)
+    if fmt not in ("md", "latex"):
+        from bench.errors import BenchError
+
+        raise BenchError(f"unknown format {fmt!r}; valid: md, latex, csv")
+    several = len({r.dataset for r in table.rows}) > 1
+    header = (["Dataset"] if several else []) + ["Model"] + table.metrics
+    body = [([r.dataset] if several else []) + [r.label] + [_cell_text(r, m, fmt) for m in table.metrics]
+            for r in table.rows]
+    if fmt == "md":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines) + f"\n\n{table.caption}\n"
+    esc = _latex_escape
+    cap = esc(table.caption).replace(SIG_MARK, "$^{\\dagger}$")
+    lines = [
+        "\\begin{table}[t]", "\\centering",
+        "\\caption{" + cap + "}",
+        "\\begin{tabular}{" + "l" * (len(header) - len(table.metrics)) + "c" * len(table.metrics) + "}",
+        "\\toprule", " & ".join(esc(h) for h in header) + " \\\\", "\\midrule",
+    ]
+    lines += [" & ".join([*(esc(x) for x in row[: len(header) - len(table.metrics)]),
+                          *row[len(header) - len(table.metrics):]]) + " \\\\" for row in body]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
+                 ("±", "$\\pm$"), ("α", "$\\alpha$")):
+        text = text.replace(a, b)
+    return text
+
+
+def _render_csv(table: SuiteTable) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "variation", "model", "label", "metric", "mean", "std", "seeds_done", "seeds",
+                "best", "second", "significant", "p_adjusted", "run_hashes"])
+    p_adj = {(c["dataset"], c["variation"], c["model"], c["metric"]):
+             c["p_adjusted"][table.suite.significance.test] for c in table.comparisons}
+    for r in table.rows:
+        for m in table.metrics:
+            marks = r.marks.get(m, set())
+            w.writerow([r.dataset, r.arm[0], r.arm[1], r.label, m,
+                        _num(r.means.get(m)), _num(r.stds.get(m)), r.n_done, len(r.seeds),
+                        int("best" in marks), int("second" in marks), int("sig" in marks),
+                        _num(p_adj.get((r.dataset, *r.arm, m))), " ".join(h for h in r.seeds.values() if h)])
+    return f"# {table.caption}\n" + buf.getvalue()
+
+
+def _num(x: Any) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+def provenance_header(fmt: str, command: str) -> str:
+    """Command, git revision, date and hardware, as comments of the output format."""
+    from bench.provenance import git_revision, hardware
+
+    hw = hardware()
+    lines = [
+        f"command: {command}",
+        f"git revision: {git_revision()}",
+        f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"hardware: {hw['cpu']} ({hw['cpu_count']} cores){', ' + hw['gpu'] if 'gpu' in hw else ''}",
+    ]
+    if fmt == "md":
+        return "<!--\n" + "\n".join(lines) + "\n-->\n"
+    prefix = "% " if fmt == "latex" else "# "
+    return "".join(prefix + line + "\n" for line in lines)
