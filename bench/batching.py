@@ -75,7 +75,9 @@ def iterate_batches(
             continue
         idx = order[lo : lo + batch_size]
         x = inp[idx]
-        yield {"input": x, "target": tgt[idx], "lengths": (x > 0).sum(1)}
+        lengths = (x > 0).sum(1)
+        width = max(int(lengths.max()), 1)  # trailing padding columns change nothing: drop them
+        yield {"input": x[:, :width], "target": tgt[idx, :width], "lengths": lengths}
 
 
 def n_batches(n_rows: int, batch_size: int) -> int:

@@ -44,30 +44,33 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
     was_training = model.training
     model.eval()
     histories, lengths = cases.padded_histories(max_len)
-    histories, lengths = torch.from_numpy(histories), torch.from_numpy(lengths)
-    targets = torch.from_numpy(cases.targets)
+    # Cases sorted by history length and each chunk trimmed to its longest history: with
+    # left-aligned sequences the trailing padding columns change nothing, and most are short.
+    order = np.argsort(lengths, kind="stable")
+    histories, lengths = torch.from_numpy(histories[order]), torch.from_numpy(lengths[order])
+    targets = torch.from_numpy(cases.targets[order])
     step = users_per_chunk(model.n_items, cfg)
-    ranks = []
+    ranks = torch.empty(len(cases), dtype=torch.float64)
     for lo in range(0, len(cases), step):
         hi = min(lo + step, len(cases))
-        scores = model.score(histories[lo:hi].to(device), lengths[lo:hi].to(device)).float().contiguous()
+        width = max(int(lengths[hi - 1]), 1)
+        scores = model.score(histories[lo:hi, :width].to(device), lengths[lo:hi].to(device)).float().contiguous()
         if not torch.isfinite(scores[:, 1:]).all():
             raise BenchError(f"{type(model).__name__} produced NaN/inf scores during evaluation")
         tgt = targets[lo:hi].to(device)
         if cfg.mask_history:
-            mask_seen_items(scores, cases, lo, hi, tgt)
+            mask_seen_items(scores, cases, order[lo:hi], tgt)
         scores[:, 0] = -torch.inf  # the padding item is never ranked
-        ranks.append(target_ranks(scores, tgt, cfg.ties).cpu())
+        ranks[torch.from_numpy(order[lo:hi])] = target_ranks(scores, tgt, cfg.ties).cpu()
     model.train(was_training)
-    rank_arr = torch.cat(ranks).numpy()
+    rank_arr = ranks.numpy()
     return EvalResult(rank_arr, per_user_metrics(rank_arr, cfg.cutoffs), time.perf_counter() - start)
 
 
-def mask_seen_items(scores: torch.Tensor, cases: EvalCases, lo: int, hi: int, targets: torch.Tensor) -> None:
-    """Exclude every item of the user's full history from ranking, except the target itself."""
+def mask_seen_items(scores: torch.Tensor, cases: EvalCases, rows: np.ndarray, targets: torch.Tensor) -> None:
+    """Exclude every item of the users' full histories from ranking, except the target itself."""
     keep = scores.gather(1, targets.view(-1, 1)).clone()
-    a, b = cases.hist_offsets[lo], cases.hist_offsets[hi]
-    rows = np.repeat(np.arange(hi - lo), np.diff(cases.hist_offsets[lo : hi + 1]))
-    cols = cases.hist_items[a:b]
-    scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -torch.inf
+    sub = cases.subset(rows)
+    r = np.repeat(np.arange(len(rows)), np.diff(sub.hist_offsets))
+    scores[torch.from_numpy(r).to(scores.device), torch.from_numpy(sub.hist_items).to(scores.device)] = -torch.inf
     scores.scatter_(1, targets.view(-1, 1), keep)

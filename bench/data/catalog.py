@@ -15,12 +15,19 @@ from pathlib import Path
 
 from bench.atomic import write_json, write_pickle
 from bench.data.dataset import Dataset
-from bench.data.unisrec import read_unisrec
+from bench.data.rechorus import SPLIT_FILES, read_rechorus
+from bench.data.scientific import (
+    DECOREC_FILES,
+    LCREC_FILES,
+    UNISREC_FILES,
+    build_scientific,
+    build_scientific_mm,
+)
 from bench.errors import BenchError
 from bench.hashing import file_sha256, hash_obj
 from bench.registry import Registry
 
-READER_VERSION = "1"  # bump when a reader's output changes for the same inputs
+READER_VERSION = "2"  # bump when a reader's output changes for the same inputs
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class DatasetSource:
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
+OFFICE = "amazon14_office_rechorus"
 
 
 def register(source: DatasetSource) -> None:
@@ -42,12 +50,25 @@ def register(source: DatasetSource) -> None:
 register(
     DatasetSource(
         name="scientific",
-        description="Amazon 2018 Industrial_and_Scientific (UniSRec processing, 5-core)",
-        files=tuple(
-            f"amazon18_scientific_unisrec/Scientific.{ext}"
-            for ext in ("item2index", "user2index", "test.inter", "valid.inter", "text")
-        ),
-        build=lambda root: read_unisrec(root / "amazon18_scientific_unisrec", "Scientific", "scientific"),
+        description="Amazon 2018 Industrial_and_Scientific (UniSRec 5-core) + LC-Rec descriptions + CLIP image features",
+        files=UNISREC_FILES + LCREC_FILES + DECOREC_FILES,
+        build=build_scientific,
+    )
+)
+register(
+    DatasetSource(
+        name="scientific_mm",
+        description="Industrial_and_Scientific subset where every item has text and a CLIP image (DecoRec)",
+        files=DECOREC_FILES + LCREC_FILES,
+        build=build_scientific_mm,
+    )
+)
+register(
+    DatasetSource(
+        name="office",
+        description="Amazon 2014 Office_Products 5-core (ReChorus), time-ordered",
+        files=tuple(f"{OFFICE}/{f}" for f in ("Office.item2index", "Office.text", *SPLIT_FILES)),
+        build=lambda root: read_rechorus(root / OFFICE, "Office", "office"),
     )
 )
 
@@ -60,7 +81,9 @@ def input_checksums(root: Path, files: tuple[str, ...], cache: Path) -> dict[str
     for rel in files:
         path = root / rel
         if not path.is_file():
-            raise BenchError(f"missing data file: {path} (data root: {root}; set --data-root or BENCH_DATA_ROOT)")
+            raise BenchError(
+                f"missing data file: {path} (data root: {root}; set --data-root or BENCH_DATA_ROOT)"
+            )
         st = path.stat()
         key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
         if key not in memo:
@@ -71,15 +94,32 @@ def input_checksums(root: Path, files: tuple[str, ...], cache: Path) -> dict[str
 
 
 def load_dataset(name: str, root: Path, cache: Path) -> Dataset:
-    source = DATASETS.get(name)
+    """A registered dataset, else one added with `add_raw_dataset` under this cache."""
+    if name not in DATASETS:
+        from bench.data.user_datasets import load_user_dataset  # late: it builds on this module
+
+        found = load_user_dataset(name, cache)
+        if found is not None:
+            return found
+    source = DATASETS.get(name)  # raises with the valid names
     checksums = input_checksums(root, source.files, cache)
-    content_hash = hash_obj({"name": name, "params": source.params, "inputs": checksums, "reader": READER_VERSION})
-    folder = cache / "datasets" / f"{name}-{content_hash}"
+    return build_cached(name, source.params, checksums, lambda: source.build(root), cache)
+
+
+def dataset_folder(cache: Path, name: str, content_hash: str) -> Path:
+    return cache / "datasets" / f"{name}-{content_hash}"
+
+
+def build_cached(
+    name: str, params: dict, checksums: dict[str, str], build: Callable[[], Dataset], cache: Path
+) -> Dataset:
+    """Load the Dataset cached under the hash of (inputs, params, reader version), else build it."""
+    content_hash = hash_obj({"name": name, "params": params, "inputs": checksums, "reader": READER_VERSION})
+    folder = dataset_folder(cache, name, content_hash)
     if (folder / "dataset.pkl").exists():
-        with open(folder / "dataset.pkl", "rb") as f:
-            return pickle.load(f)
+        return read_cached(folder / "dataset.pkl")
     start = time.perf_counter()
-    ds = source.build(root)
+    ds = build()
     ds.content_hash = content_hash
     ds.validate()
     write_pickle(folder / "dataset.pkl", ds)
@@ -89,10 +129,16 @@ def load_dataset(name: str, root: Path, cache: Path) -> Dataset:
             "name": name,
             "content_hash": content_hash,
             "inputs": checksums,
-            "params": source.params,
+            "params": params,
             "reader_version": READER_VERSION,
             "counts": {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions},
+            "meta": ds.meta,
             "build_seconds": round(time.perf_counter() - start, 3),
         },
     )
     return ds
+
+
+def read_cached(path: Path) -> Dataset:
+    with open(path, "rb") as f:
+        return pickle.load(f)

@@ -1,0 +1,225 @@
+"""Reader for raw Amazon Review dumps (2018 and 2014) of one category into a canonical Dataset.
+
+Interactions: 2018 `<Category>_5.json.gz` or ratings-only `<Category>.csv` (item,user,rating,time);
+2014 `reviews_<Category>_5.json.gz` or `ratings_<Category>.csv` (user,item,rating,time).
+Metadata: `meta_<Category>.json.gz`, JSON lines (2018) or Python-literal lines (2014).
+Processing, as in MSM4SR's code: a user-item pair seen twice keeps its last interaction, then
+k-core filtering (users and items with >= k interactions, repeated until stable), then each
+user's sequence in chronological order (ties keep file order).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.data.dataset import Dataset, from_sequences
+from bench.data.raw_lines import LineStats, read_csv_rows, read_records
+from bench.data.text_segments import MAX_SEGMENTS, assemble_segments, clean_text, split_sentences
+from bench.errors import BenchError
+
+MAX_IMAGES = 10  # MSM4SR: up to 10 images per item
+
+
+@dataclass(frozen=True)
+class RawFiles:
+    version: str  # "2018" or "2014"
+    interactions: Path
+    kind: str  # "reviews" (JSON lines) or "ratings_csv"
+    meta: Path
+    csv_columns: tuple[str, ...] = ()  # column order of a ratings csv
+
+
+def find_raw_files(raw_dir: Path, category: str) -> RawFiles:
+    """Which dump of `category` lies in raw_dir (reviews before ratings, 2018 before 2014)."""
+    if not raw_dir.is_dir():
+        raise BenchError(f"raw data folder not found: {raw_dir}")
+    meta = raw_dir / f"meta_{category}.json.gz"
+    if not meta.is_file() and (raw_dir / f"meta_{category}.json").is_file():
+        meta = raw_dir / f"meta_{category}.json"
+    candidates = [
+        ("2018", f"{category}_5.json.gz", "reviews", ()),
+        ("2018", f"{category}_5.json", "reviews", ()),
+        ("2014", f"reviews_{category}_5.json.gz", "reviews", ()),
+        ("2014", f"reviews_{category}_5.json", "reviews", ()),
+        ("2018", f"{category}.csv", "ratings_csv", ("item", "user", "rating", "time")),
+        ("2014", f"ratings_{category}.csv", "ratings_csv", ("user", "item", "rating", "time")),
+    ]
+    for version, filename, kind, columns in candidates:
+        if (raw_dir / filename).is_file():
+            if not meta.is_file():
+                raise BenchError(f"missing metadata file {meta} (needed beside {raw_dir / filename})")
+            return RawFiles(version, raw_dir / filename, kind, meta, columns)
+    expected = ", ".join(c[1] for c in candidates)
+    raise BenchError(f"no interaction file for category {category!r} in {raw_dir} (looked for {expected})")
+
+
+def review_time(record: dict) -> int:
+    if "unixReviewTime" in record:
+        return int(record["unixReviewTime"])
+    raise KeyError("unixReviewTime")
+
+
+def read_interactions(
+    files: RawFiles, stats: LineStats, skip_bad_lines: bool
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(user, item) -> (time, line): a later interaction with the same pair replaces the earlier."""
+    pairs: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def keep_last(user: str, item: str, time: int, lineno: int) -> None:
+        key = (user, item)
+        if key not in pairs or (time, lineno) >= pairs[key]:
+            pairs[key] = (time, lineno)
+
+    def bad(lineno: int, why: str) -> None:
+        if not skip_bad_lines:
+            raise BenchError(
+                f"{files.interactions}:{lineno}: {why}; fix the file or pass skip_bad_lines to skip such lines"
+            )
+        stats.skipped += 1
+        stats.first_skipped = stats.first_skipped or f"{files.interactions}:{lineno}"
+
+    if files.kind == "reviews":
+        for lineno, rec in read_records(files.interactions, stats, skip_bad_lines):
+            try:
+                keep_last(str(rec["reviewerID"]), str(rec["asin"]), review_time(rec), lineno)
+            except (KeyError, ValueError, TypeError) as exc:
+                bad(lineno, f"review without a usable {exc} field")
+    else:
+        col = {name: i for i, name in enumerate(files.csv_columns)}
+        for lineno, row in read_csv_rows(files.interactions, stats):
+            try:
+                keep_last(row[col["user"]], row[col["item"]], int(float(row[col["time"]])), lineno)
+            except (IndexError, ValueError):
+                bad(lineno, f"expected {','.join(files.csv_columns)}, got {','.join(row)[:80]!r}")
+    return pairs
+
+
+def k_core(pairs: list[tuple[str, str]], k: int) -> set[tuple[str, str]]:
+    """Drop users and items with fewer than k interactions, repeatedly, until none is left to drop."""
+    kept = set(pairs)
+    while True:
+        users = Counter(u for u, _ in kept)
+        items = Counter(i for _, i in kept)
+        smaller = {(u, i) for u, i in kept if users[u] >= k and items[i] >= k}
+        if len(smaller) == len(kept):
+            return kept
+        kept = smaller
+
+
+def text_of(version: str, meta: dict) -> list[str]:
+    """Metadata -> text segments: title, categories, brand, then description sentences."""
+    if version == "2018":
+        categories = meta.get("category") or []
+    else:  # 2014: a list of category paths; the first path describes the item's place
+        paths = meta.get("categories") or [[]]
+        categories = paths[0] if paths and isinstance(paths[0], list) else []
+    categories = [clean_text(str(c)) for c in categories]
+    description = meta.get("description") or ""
+    if isinstance(description, list):
+        description = " ".join(str(d) for d in description)
+    fields = [
+        clean_text(str(meta.get("title") or "")),
+        " ".join(c for c in categories if c),
+        clean_text(str(meta.get("brand") or "")),
+    ]
+    return assemble_segments(fields, split_sentences(str(description)), MAX_SEGMENTS)
+
+
+def images_of(version: str, meta: dict) -> list[str]:
+    if version == "2018":
+        urls = meta.get("imageURLHighRes") or meta.get("imageURL") or []
+    else:
+        urls = [meta["imUrl"]] if meta.get("imUrl") else []
+    return [str(u) for u in urls if u][:MAX_IMAGES]
+
+
+ASIN_FIELD = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
+
+
+def read_meta(files: RawFiles, wanted: set[str], stats: LineStats, skip_bad_lines: bool) -> dict[str, dict]:
+    """Metadata records of the wanted items only: a category's meta file is much larger than its
+    5-core, so lines whose asin is visibly not wanted are skipped unparsed."""
+
+    def maybe_wanted(line: str) -> bool:
+        found = ASIN_FIELD.search(line)
+        return found is None or found.group(1) in wanted  # no visible asin: parse and judge
+
+    out = {}
+    for _, rec in read_records(
+        files.meta, stats, skip_bad_lines, allow_python_literal=True, wanted=maybe_wanted
+    ):
+        asin = rec.get("asin")
+        if asin in wanted:
+            out[asin] = rec
+    return out
+
+
+def read_amazon_raw(
+    raw_dir: Path,
+    category: str,
+    name: str,
+    k_core_min: int = 5,
+    image_dir: Path | None = None,
+    skip_bad_lines: bool = False,
+) -> Dataset:
+    files = find_raw_files(raw_dir, category)
+    inter_stats, meta_stats = LineStats(), LineStats()
+    pairs = read_interactions(files, inter_stats, skip_bad_lines)
+    kept = k_core(list(pairs), k_core_min)
+    if not kept:
+        raise BenchError(
+            f"{files.interactions}: no interactions left after {k_core_min}-core filtering "
+            f"({len(pairs)} user-item pairs before); use a smaller k_core"
+        )
+    by_user: dict[str, list[tuple[int, int, str]]] = {}
+    for user, item in kept:
+        time, lineno = pairs[(user, item)]
+        by_user.setdefault(user, []).append((time, lineno, item))
+    item_names = sorted({i for _, i in kept})
+    item_id = {asin: n + 1 for n, asin in enumerate(item_names)}
+    user_names = sorted(by_user)
+    seqs, stamps = [], []
+    for user in user_names:
+        events = sorted(by_user[user])
+        seqs.append(np.array([item_id[i] for _, _, i in events], dtype=np.int64))
+        stamps.append(np.array([t for t, _, _ in events], dtype=np.int64))
+    meta = read_meta(files, set(item_names), meta_stats, skip_bad_lines)
+    texts = [text_of(files.version, meta[a]) if a in meta else [] for a in item_names]
+    images, sources = [], Counter()
+    for asin in item_names:
+        local = image_dir / f"{asin}.jpg" if image_dir is not None else None
+        if local is not None and local.is_file():
+            images.append([str(local.resolve())])
+            sources["local_file"] += 1
+        else:
+            urls = images_of(files.version, meta.get(asin, {}))
+            images.append(urls)
+            sources["url" if urls else "none"] += 1
+    ds = from_sequences(
+        name,
+        item_names,
+        user_names,
+        seqs,
+        timestamps=np.concatenate(stamps),
+        item_text=texts,
+        item_images=images,
+    )
+    ds.meta.update(
+        {
+            "source": f"Amazon {files.version} {category} ({files.interactions.name}, {files.meta.name})",
+            "k_core": k_core_min,
+            "pairs_before_k_core": len(pairs),
+            "lines_read": {"interactions": inter_stats.read, "meta": meta_stats.read},
+            "lines_skipped": {"interactions": inter_stats.skipped, "meta": meta_stats.skipped},
+            "first_skipped_line": inter_stats.first_skipped or meta_stats.first_skipped,
+            "items_without_meta": sum(a not in meta for a in item_names),
+            "items_without_text": sum(not t for t in texts),
+            "image_sources": dict(sources),
+        }
+    )
+    return ds

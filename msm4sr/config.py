@@ -1,0 +1,72 @@
+"""MSM4SR configuration: every switch of MSM4SR.md section 6 with the paper's default."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from bench.model import ModelConfig
+
+Modality = Literal["text", "image"]
+MODALITY_ORDER = ("text", "image")
+
+# Fields that only matter once pre-training is over: they never key the pre-trained checkpoint.
+FINETUNE_ONLY_FIELDS = frozenset({"pretrain", "id_embeddings"})
+
+
+class MSM4SRConfig(ModelConfig):
+    # --- backbone (MSM4SR.md section 2) ---
+    hidden: int = Field(64, gt=0)  # d0: adaptor output = Transformer width
+    layers: int = Field(2, gt=0)
+    heads: int = Field(2, gt=0)
+    ffn: int = Field(256, gt=0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # Transformer hidden + attention dropout
+    pool_hidden: int = Field(64, gt=0)  # attention pooling W1: d -> 64
+    n_experts: int = Field(8, gt=0)
+    adaptor_dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    mask_padded_slots: bool = True  # False = the released code's quirk (padded slots get weight)
+    train_pooling: bool = True  # False = the released code's quirk (pooling gets no gradient)
+
+    # --- inputs ---
+    modalities: tuple[Modality, ...] = ("text", "image")  # w/o image: ("text",), w/o text: ("image",)
+    n_keywords: int = Field(15, gt=0)  # N image keywords; a feature-store parameter
+    # further load_item_features keyword arguments (encoder, tagger, image_kind, slots...): part of
+    # the config so that they key the pre-trained checkpoint too; {} = the store's defaults
+    feature_params: dict[str, Any] = Field(default_factory=dict)
+
+    # --- pre-training (section 3) ---
+    pretrain: bool = True  # False = fine-tune from scratch (stages = ("finetune",))
+    mixup: bool = True  # complementary sequence mixup
+    mixup_max: float = Field(0.5, ge=0.0, le=1.0)  # mixup ratio p ~ U(0, mixup_max)
+    item_dropout: bool = True  # sequence random dropout
+    item_dropout_max: float = Field(0.2, ge=0.0, lt=1.0)  # drop ratio ~ U(0, item_dropout_max)
+    ratio_scope: Literal["batch", "sequence"] = "batch"  # ratios drawn per batch (code) or per sequence (paper)
+    nip_weight: float = Field(1.0, ge=0.0)  # w_nip; 0 = w/o NIP
+    cmcl_weight: float = Field(0.01, ge=0.0)  # lambda; 0 = w/o CMCL
+    proj: bool = False  # True = the paper figure's projection heads W_t, W_v
+    tau: float = Field(0.07, gt=0.0)  # temperature of every contrastive loss and of fine-tuning logits
+    same_target: Literal["mask", "logit0"] = "mask"  # in-batch rows sharing a target: masked or logit 0
+    cmcl_form: Literal["ntxent", "code"] = "ntxent"  # "code": the released code's 2nd direction
+
+    # --- fine-tuning (section 4) ---
+    id_embeddings: bool = True  # False = the inductive variant
+
+    @field_validator("modalities")
+    @classmethod
+    def _canonical_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("modalities must name at least one of 'text', 'image'")
+        if len(set(v)) != len(v):
+            raise ValueError(f"modalities repeated: {v}")
+        return tuple(m for m in MODALITY_ORDER if m in v)
+
+    @field_validator("feature_params")
+    @classmethod
+    def _no_duplicate_n(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "n_keywords" in v:
+            raise ValueError("set n_keywords as its own field, not inside feature_params")
+        return v
+
+    def pretrain_spec(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if k not in FINETUNE_ONLY_FIELDS}

@@ -1,0 +1,269 @@
+"""MSM4SR / MP4SR: the M2SE encoder, NIP + CMCL pre-training, and ID-augmented fine-tuning."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.transformer import SequenceTransformer, init_weights
+from bench.errors import BenchError
+from bench.model import MODELS, ModelContext, SeqRecModel, last_position
+from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
+from msm4sr.config import MSM4SRConfig
+from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
+from msm4sr.moe import MoEAdaptor
+from msm4sr.pooling import AttentionPool
+
+
+def _full_precision(device: torch.device):
+    """Cosines divided by tau = 0.07 are too coarse in bf16/fp16: losses run outside autocast."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+@MODELS.register("msm4sr")
+class MSM4SR(SeqRecModel):
+    Config = MSM4SRConfig
+    label = "MSM4SR"
+    # Every stage the model can have; an instance's own `stages` follows config.pretrain
+    # (see stages_for): ("pretrain", "finetune") or just ("finetune",).
+    stages = ("pretrain", "finetune")
+    # The ID table; the feature tables are non-persistent buffers (never in a state_dict) and are
+    # listed too so that a state saved by other means still transfers.
+    dataset_specific = ("id_emb.", "feat_")
+    # the authors' settings (RecBole overall.yaml + README run commands); batch = prefix rows
+    trainer_defaults = {
+        "pretrain": {"lr": 1e-3, "batch_size": 1024, "epochs": 300, "patience": 20, "weight_decay": 0.0,
+                     "clip_grad_norm": 5.0, "valid_metric": "Recall@20"},
+        "finetune": {"lr": 1e-4, "batch_size": 1024, "epochs": 300, "patience": 20, "weight_decay": 1e-3,
+                     "clip_grad_norm": 5.0, "valid_metric": "Recall@20"},
+    }
+
+    @classmethod
+    def stages_for(cls, config: MSM4SRConfig) -> tuple[str, ...]:
+        return ("pretrain", "finetune") if config.pretrain else ("finetune",)
+
+    @classmethod
+    def needs_features(cls, config: MSM4SRConfig) -> dict:
+        return {"n_keywords": config.n_keywords, **config.feature_params}
+
+    def __init__(self, config: MSM4SRConfig, ctx: ModelContext):
+        super().__init__(config, ctx)
+        self.stages = self.stages_for(config)  # instance attribute shadows the class-level tuple
+        self.stage = self.stages[-1]
+        self.modalities = tuple(config.modalities)
+        feats = ctx.features
+        if feats is None:
+            raise BenchError("msm4sr needs item features (ctx.features is None): build the feature store first")
+        if feats.n_items != ctx.n_items:
+            raise BenchError(f"item features cover {feats.n_items} items, the dataset has {ctx.n_items}")
+        meta_n = (feats.meta or {}).get("n_keywords")
+        if meta_n is not None and "image" in self.modalities and int(meta_n) != config.n_keywords:
+            raise BenchError(f"features were built with N={meta_n} keywords, config asks n_keywords={config.n_keywords}")
+        dim = feats.dim
+        for m in self.modalities:
+            x, mask = (feats.text, feats.text_mask) if m == "text" else (feats.image, feats.image_mask)
+            self.register_buffer(f"feat_{m}", x.float().contiguous(), persistent=False)
+            self.register_buffer(f"feat_{m}_mask", mask.bool().contiguous(), persistent=False)
+
+        self.pool = nn.ModuleDict(
+            {m: AttentionPool(dim, config.pool_hidden, config.mask_padded_slots) for m in self.modalities}
+        )
+        self.adaptor = nn.ModuleDict(
+            {m: MoEAdaptor(dim, config.hidden, config.n_experts, config.adaptor_dropout) for m in self.modalities}
+        )
+        self.encoder = SequenceTransformer(
+            config.hidden, config.layers, config.heads, config.ffn, config.dropout, ctx.max_len
+        )
+        init_weights(self.encoder)
+        self.proj_heads = (
+            nn.ModuleDict({m: nn.Linear(config.hidden, config.hidden) for m in self.modalities})
+            if config.proj
+            else None
+        )
+        self.id_emb = None
+        if config.id_embeddings:
+            self.id_emb = nn.Embedding(ctx.n_items + 1, config.hidden, padding_idx=0)
+            nn.init.normal_(self.id_emb.weight, 0.0, 0.02)
+            with torch.no_grad():
+                self.id_emb.weight[0].zero_()
+        if not config.train_pooling:
+            self.pool.requires_grad_(False)
+        self._cache: dict | None = None
+        self.loss_parts: dict[str, torch.Tensor] = {}  # detached components of the last loss
+
+    # ----- stage interface -----
+    def set_stage(self, stage: str) -> None:
+        super().set_stage(stage)
+        self._cache = None
+
+    def sample_mode_for(self, stage: str) -> str:
+        """'prefix' in both stages (the authors' batches count prefix rows). Fine-tuning also
+        accepts 'packed' rows (trainer sample_mode): the same (history, next item) pairs and
+        the same per-target loss, with ~L x fewer rows; pre-training needs 'prefix'."""
+        return "prefix"
+
+    def stage_spec(self, stage: str) -> dict[str, Any]:
+        if stage == "pretrain":
+            return self.config.pretrain_spec()
+        if stage == "finetune":
+            return self.config.model_dump()
+        raise ValueError(f"MSM4SR has no stage {stage!r}")
+
+    @property
+    def uses_ids(self) -> bool:
+        return self.stage == "finetune" and self.id_emb is not None
+
+    # ----- item side -----
+    def pooled(self, m: str, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention-pooled item vectors [.., d] of `ids` (None = every item, row 0 = padding)."""
+        x, mask = getattr(self, f"feat_{m}"), getattr(self, f"feat_{m}_mask")
+        if ids is not None:
+            x, mask = x[ids], mask[ids]
+        return self.pool[m](x, mask)
+
+    def _item_tables(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: the item table [n_items + 1, H] (adaptor output, + ID embedding when
+        fine-tuning) and its L2-normalised float copy. With dropout off the same table is both
+        the sequence input and the candidate embedding."""
+        tables = {}
+        for m in self.modalities:
+            z = self.adaptor[m](self.pooled(m))
+            if self.uses_ids:
+                z = z + self.id_emb.weight
+            with _full_precision(z.device):
+                tables[m] = (z, normalize(z))
+        return tables
+
+    def prepare_scoring(self) -> None:
+        """Compute and cache the item tables (eval mode); cleared by train(), set_stage, to()."""
+        with torch.no_grad():
+            self._cache = {"tables": self._item_tables(), "key": self._cache_key()}
+
+    def clear_scoring_cache(self) -> None:
+        self._cache = None
+
+    def _cache_key(self):
+        return (self.stage, self.id_emb.weight.device if self.id_emb is not None else self.encoder.norm.weight.device)
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._cache = None
+        return super().load_state_dict(*args, **kwargs)
+
+    # ----- sequence side -----
+    def encode(self, z_seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.encoder(z_seq)
+        return out if lengths is None else last_position(out, lengths)
+
+    def score(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Sum over modalities of cos(h^m, z^m_i (+ id_i)) for every item: [B, n_items + 1]."""
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cache is not None and self._cache["key"] == self._cache_key():
+            tables = self._cache["tables"]
+        else:
+            tables = self._item_tables()
+            if cacheable:
+                self._cache = {"tables": tables, "key": self._cache_key()}
+        total = None
+        for m in self.modalities:
+            z, cand = tables[m]
+            h = self.encode(z[history], lengths)
+            with _full_precision(h.device):
+                s = normalize(h) @ cand.T
+            total = s if total is None else total + s
+        return total
+
+    # ----- losses -----
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.stage == "pretrain":
+            return self.pretrain_loss(batch)
+        return self.finetune_loss(batch)
+
+    def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        cfg = self.config
+        seq, lengths = batch["input"], batch["lengths"]
+        target = batch["target"].gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
+        if bool(((target <= 0) | ((batch["target"] > 0).sum(1) != 1)).any()):
+            raise ValueError("pre-training needs 'prefix' rows (one target, at each row's last real position)")
+        b, length = seq.shape
+        per_seq = cfg.ratio_scope == "sequence"
+        if cfg.item_dropout and self.training:
+            seq, lengths = sequence_dropout(seq, lengths, draw_ratios(b, cfg.item_dropout_max, per_seq, seq))
+        # pool and project each distinct item of the batch once; dropout/LayerNorm/gating per
+        # occurrence, so every position and every target gets its own dropout mask as in the code
+        uniq, inv = torch.unique(torch.cat([seq.reshape(-1), target]), return_inverse=True)
+        inv_seq, inv_tgt = inv[: b * length].view(b, length), inv[b * length :]
+        z_seq, z_tgt = {}, {}
+        for m in self.modalities:
+            y, g = self.adaptor[m].project(self.pooled(m, uniq))
+            z_seq[m] = self.adaptor[m].combine(y[inv_seq], g[inv_seq])
+            z_tgt[m] = self.adaptor[m].combine(y[inv_tgt], g[inv_tgt])
+        if cfg.mixup and len(self.modalities) == 2 and self.training:
+            mask = mixup_mask(lengths, length, draw_ratios(b, cfg.mixup_max, per_seq, seq))
+            z_seq["text"], z_seq["image"] = complementary_mixup(z_seq["text"], z_seq["image"], mask)
+        h = {m: self.encode(z_seq[m], lengths) for m in self.modalities}
+        return self.pretrain_objective(h, z_tgt, target)
+
+    def pretrain_objective(
+        self, h: dict[str, torch.Tensor], z_tgt: dict[str, torch.Tensor], target: torch.Tensor
+    ) -> torch.Tensor:
+        """w_nip * sum_m NIP_m + lambda * CMCL, in the proj=False or proj=True form."""
+        cfg = self.config
+        same = same_target_pairs(target)
+        mods = self.modalities
+        device = target.device
+        with _full_precision(device):
+            items = {m: normalize(z_tgt[m]) for m in mods}
+            nip = torch.zeros((), device=device)
+            cmcl = torch.zeros((), device=device)
+            parts = {}
+            if self.proj_heads is None:
+                views = {m: normalize(h[m]) for m in mods}
+                for m in mods:
+                    parts[f"nip_{m}"] = nip_loss([views[m]], items[m], same, cfg.tau, cfg.same_target)
+                    nip = nip + parts[f"nip_{m}"]
+                if len(mods) == 2:
+                    cmcl = cmcl_loss(views["text"], views["image"], same, cfg.tau, cfg.same_target, cfg.cmcl_form)
+            else:  # each modality space s gets a two-view NIP and its own CMCL
+                for s in mods:
+                    head = self.proj_heads[s]
+                    views = [normalize(head(h[m].float())) for m in mods]
+                    parts[f"nip_{s}"] = nip_loss(views, items[s], same, cfg.tau, cfg.same_target)
+                    nip = nip + parts[f"nip_{s}"]
+                    if len(mods) == 2:
+                        cmcl = cmcl + cmcl_loss(views[0], views[1], same, cfg.tau, cfg.same_target, cfg.cmcl_form)
+            parts["cmcl"] = cmcl
+            self.loss_parts = {k: v.detach() for k, v in parts.items()}
+            return cfg.nip_weight * nip + cfg.cmcl_weight * cmcl
+
+    def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CE over all items of sum_m cos(h^m, z^m_i + id_i) / tau at every position with a target."""
+        seq, target = batch["input"], batch["target"]
+        keep = target > 0
+        logits = None
+        for m in self.modalities:
+            y, g = self.adaptor[m].project(self.pooled(m))
+            cand = self.adaptor[m].combine(y, g)
+            z_in = self.adaptor[m].combine(y[seq], g[seq])  # own dropout per position, as the code
+            if self.uses_ids:
+                cand = cand + self.id_emb.weight
+                z_in = z_in + self.id_emb(seq)
+            out = self.encoder(z_in)[keep]
+            with _full_precision(out.device):
+                s = normalize(out) @ normalize(cand[1:]).T  # the padding item is never a class
+            logits = s if logits is None else logits + s
+        with _full_precision(logits.device):
+            return F.cross_entropy(logits / self.config.tau, target[keep] - 1)
