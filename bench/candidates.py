@@ -151,3 +151,14 @@ def sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, candidates: torch
     score rows [rows, n_items + 1] (after any masking the evaluator applies)."""
     sub = torch.cat([scores.gather(1, targets.view(-1, 1)), scores.gather(1, candidates)], dim=1)
     return target_ranks(sub, torch.zeros(len(sub), dtype=torch.long, device=sub.device), ties)
+
+
+def for_split(split, part: str, cases: EvalCases, dataset_hash: str, folder: Path) -> np.ndarray | None:
+    """The candidate sets of one part of `split` when its definition asks for sampled candidates
+    (`candidates`: uni<N>|pop<N>, `candidates_seed`), else None. The runner's one call per part."""
+    spec = split.definition.get("candidates")
+    if not spec:
+        return None
+    return load_or_build(folder, cases, part, spec, dataset_hash=dataset_hash, split_definition=split.definition,
+                         n_items=split.n_items, train_counts=split.train.item_counts(split.n_items),
+                         seed=int(split.definition.get("candidates_seed", 0)))

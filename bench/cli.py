@@ -35,6 +35,8 @@ def run(
     fmt: str = typer.Option(None, "--format", help="Also write the table as md, csv or latex to --out."),
     out: Path = typer.Option(None, help="File for --format."),
     force: bool = typer.Option(False, help="Re-run runs that are already complete."),
+    by: str = typer.Option(None, "--by", help="Also print test metrics by target popularity / history length: "
+                           "popularity,length."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -47,6 +49,9 @@ def run(
 
     if fmt and not out:
         raise BenchError("--format needs --out FILE")
+    from bench.stratify import extra_parts, parse_by, part_title, stratified_tables
+
+    by_dims = parse_by(by) if by else []
     overrides = parse_overrides(set_)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
@@ -74,7 +79,16 @@ def run(
     if df["dataset"].nunique() == 1:
         df = df.drop(columns="dataset")
     ties = records[0]["spec"]["evaluation"]["ties"]
-    console.print(rich_table(df, f"{dataset} / {protocol}: test metrics (full ranking, {ties} ties)"))
+    kind = records[0]["protocol"].get("kind")
+    name = f"{protocol} ({kind})" if kind else protocol
+    console.print(rich_table(df, f"{dataset} / {name}: test metrics (full ranking, {ties} ties)"))
+    for part in extra_parts(records):  # e.g. test:all (long_tail), test:full_history (user), test_sampled
+        if part.startswith("test"):
+            extra_df = summary(records, split=part).drop(columns="protocol")
+            extra_df = extra_df.drop(columns="dataset") if "dataset" not in df else extra_df
+            console.print(rich_table(extra_df, f"{dataset} / {name}: {part_title(part, records)}"))
+    for title, table in stratified_tables(records, env, by_dims) if by_dims else []:
+        console.print(rich_table(table, title))
     if fmt:
         out.write_text(render(df, fmt) + "\n")
         console.print(f"table written to {out}")
@@ -90,6 +104,126 @@ def data_stats(name: str, data_root_: Path = DataRoot, home: Path = Home) -> Non
     ds = load_dataset(name, data_root(data_root_), cache_dir(bench_home(home)))
     for key, value in dataset_stats(ds).items():
         console.print(f"{key:>16}: {value:,}" if isinstance(value, int) else f"{key:>16}: {value}")
+
+
+@data_app.command("list")
+def data_list(data_root_: Path = DataRoot, home: Path = Home) -> None:
+    """Registered datasets (built-in and user-added) with their counts."""
+    from bench.data.cli_commands import list_datasets
+    from bench.paths import cache_dir
+    from bench.tables import rich_table
+
+    rows = list_datasets(data_root(data_root_), cache_dir(bench_home(home)))
+    import pandas as pd
+
+    console.print(rich_table(pd.DataFrame(rows).fillna(""), "datasets"))
+
+
+@data_app.command("keywords")
+def data_keywords(
+    name: str,
+    show: int = typer.Option(5, "--show", help="Number of items to print."),
+    tagger: str = typer.Option("clip_features", help="Image tagger."),
+    n_keywords: int = typer.Option(15, "--n", help="Keywords per image."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Print items with their title and image keywords, to judge a tagger by eye."""
+    from bench.data.cli_commands import show_keywords
+    from bench.paths import cache_dir
+
+    for row in show_keywords(name, show, data_root(data_root_), cache_dir(bench_home(home)), tagger, n_keywords):
+        console.print(f"[bold]{row['item']}[/] {row['external_id']}  {row['title'][:100]}")
+        for kws in row["keywords"]:
+            console.print(f"    keywords: {kws}")
+
+
+@data_app.command("add")
+def data_add(
+    name: str,
+    raw_dir: Path = typer.Option(..., "--raw-dir", help="Folder with the raw Amazon review and meta files."),
+    category: str = typer.Option(..., "--category", help="Category as in the file names, e.g. Office_Products."),
+    k_core: int = typer.Option(5, "--k-core"),
+    image_dir: Path = typer.Option(None, "--image-dir", help="Optional folder of <asin>.jpg images."),
+    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip malformed lines (counted)."),
+    home: Path = Home,
+) -> None:
+    """Build a dataset from raw Amazon 2014/2018 files and register it under NAME."""
+    from bench.data.stats import dataset_stats
+    from bench.data.user_datasets import add_raw_dataset
+
+    ds = add_raw_dataset(name, raw_dir, category, bench_home(home), k_core, image_dir, skip_bad_lines)
+    console.print(f"added dataset {name!r}: {dataset_stats(ds)}")
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Export data for other tools.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mp4sr")
+def export_mp4sr_cmd(
+    dataset: str = typer.Option(..., "--dataset"),
+    out: Path = typer.Option(..., "--out", help="Folder to write <dataset>.inter, desc_emb.pkl, image_emb_N.pkl."),
+    n_keywords: int = typer.Option(15, "--n"),
+    tagger: str = typer.Option("clip_features"),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Write a dataset and its features in the format the MSM4SR authors' code (MP4SR) reads."""
+    from bench.features.store import load_item_features
+    from bench.paths import cache_dir
+    from msm4sr.export import export_mp4sr
+
+    root, cache = data_root(data_root_), cache_dir(bench_home(home))
+    from bench.data.catalog import load_dataset
+
+    ds = load_dataset(dataset, root, cache)
+    feats = load_item_features(ds, root, cache, tagger=tagger, n_keywords=n_keywords)
+    for kind, path in export_mp4sr(ds, feats, out, n_keywords).items():
+        console.print(f"{kind}: {path}")
+
+
+@app.command()
+def perf(
+    recbole_python: str = typer.Option(None, "--recbole-python", help="python of a venv with recbole==1.2.1."),
+    dataset: str = typer.Option("scientific", "--dataset"),
+    epochs: int = typer.Option(2, help="Epochs timed per system (each followed by a validation pass)."),
+    threads: int = typer.Option(2, help="torch threads for every process."),
+    recbole_batch: int = typer.Option(2048, "--recbole-batch", help="RecBole train_batch_size (prefix rows)."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """SASRec s/epoch, full-evaluation s and peak memory: ours (packed and prefix rows) vs RecBole."""
+    import pandas as pd
+
+    from bench.perf import median, run_ours_subprocess, run_recbole_subprocess
+    from bench.tables import rich_table
+
+    root, bhome = data_root(data_root_), bench_home(home)
+    base = {"dataset": dataset, "data_root": str(root), "home": str(bhome), "epochs": epochs}
+    # packed rows carry ~4 targets each on Scientific: 512 rows ~ the targets of 2048 prefix rows
+    systems = {
+        "ours (packed rows)": run_ours_subprocess({**base, "mode": "packed", "batch_size": max(recbole_batch // 4, 1)}, threads),
+        "ours (prefix rows)": run_ours_subprocess({**base, "mode": "prefix", "batch_size": recbole_batch}, threads),
+    }
+    if recbole_python:
+        import tempfile
+
+        from bench.recbole_export import export
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export(dataset, str(root), str(bhome), tmp)
+            systems["RecBole 1.2.1"] = run_recbole_subprocess(recbole_python, Path(tmp) / dataset, recbole_batch, epochs, threads)
+    rows = []
+    for name, r in systems.items():
+        rows.append({"system": name, "s/epoch (median)": median(r["train_epoch_s"]),
+                     "valid eval s (median)": median(r["valid_eval_s"]), "peak RSS MiB": r["peak_rss_mib"]})
+    df = pd.DataFrame(rows)
+    if recbole_python:
+        ref = df.iloc[-1]
+        for col in ("s/epoch (median)", "valid eval s (median)", "peak RSS MiB"):
+            df[f"{col.split(' (')[0]} / RecBole"] = df[col] / ref[col]
+    console.print(rich_table(df.round(3), f"SASRec (CE) on {dataset}, {epochs} epochs, {threads} threads"))
 
 
 check_app = typer.Typer(no_args_is_help=True, help="Checks of the harness itself.")
@@ -120,6 +254,11 @@ def check_determinism_cmd(
         console.print(f"  - {source}")
     if not report["identical"]:
         raise typer.Exit(1)
+
+
+from bench.cli_experiments import register as _register_experiments  # noqa: E402
+
+_register_experiments(app)
 
 
 def main() -> None:

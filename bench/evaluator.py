@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.candidates import sampled_ranks
 from bench.errors import BenchError
 from bench.metrics import CUTOFFS, TIE_POLICIES, mean_metrics, per_user_metrics, target_ranks
 from protocols.base import EvalCases
@@ -28,6 +29,7 @@ class EvalResult:
     ranks: np.ndarray
     per_user: dict[str, np.ndarray]
     seconds: float
+    sampled: dict[str, np.ndarray] | None = None  # per-case metrics of the target among its candidates
 
     @property
     def means(self) -> dict[str, float]:
@@ -39,7 +41,10 @@ def users_per_chunk(n_items: int, cfg: EvalConfig) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: torch.device) -> EvalResult:
+def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: torch.device,
+             candidates: np.ndarray | None = None) -> EvalResult:
+    """Full-ranking ranks of every case; with `candidates` ([n_cases, n] negatives, in case order)
+    also the rank of the target among itself and its candidates, from the same score rows."""
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -51,6 +56,7 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
     targets = torch.from_numpy(cases.targets[order])
     step = users_per_chunk(model.n_items, cfg)
     ranks = torch.empty(len(cases), dtype=torch.float64)
+    sampled = torch.empty(len(cases), dtype=torch.float64)
     for lo in range(0, len(cases), step):
         hi = min(lo + step, len(cases))
         width = max(int(lengths[hi - 1]), 1)
@@ -62,9 +68,13 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
             mask_seen_items(scores, cases, order[lo:hi], tgt)
         scores[:, 0] = -torch.inf  # the padding item is never ranked
         ranks[torch.from_numpy(order[lo:hi])] = target_ranks(scores, tgt, cfg.ties).cpu()
+        if candidates is not None:
+            cand = torch.from_numpy(candidates[order[lo:hi]]).to(device)
+            sampled[torch.from_numpy(order[lo:hi])] = sampled_ranks(scores, tgt, cand, cfg.ties).cpu()
     model.train(was_training)
     rank_arr = ranks.numpy()
-    return EvalResult(rank_arr, per_user_metrics(rank_arr, cfg.cutoffs), time.perf_counter() - start)
+    sampled_metrics = per_user_metrics(sampled.numpy(), cfg.cutoffs) if candidates is not None else None
+    return EvalResult(rank_arr, per_user_metrics(rank_arr, cfg.cutoffs), time.perf_counter() - start, sampled_metrics)
 
 
 def mask_seen_items(scores: torch.Tensor, cases: EvalCases, rows: np.ndarray, targets: torch.Tensor) -> None:

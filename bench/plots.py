@@ -60,8 +60,11 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
             for i, r in enumerate(runs):
                 padded[i, : len(r)] = r
             ax.plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=3, label=suite.arm_label(arm))
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (final stage)")
-        ax.set_ylabel(f"validation {metric_name[dataset]}")
+        ax.set_ylabel(f"validation {metric_name[dataset]} (mean over seeds)")
         ax.set_title(f"{suite.title}: {dataset} ({budget_label(budget)})", fontsize=9)
         ax.legend(fontsize=7)
         written += _save(fig, out_dir / f"{suite.name}-{budget}-curves-{dataset}")

@@ -169,7 +169,8 @@ def caption(table: SuiteTable) -> str:
     seed_text = "/".join(str(x) for x in seeds)
     parts = [
         f"{s.title} ({budget_label(table.budget)}).",
-        f"{s.protocol}, test split, full ranking ({table.ties} ties); mean ± std over {seed_text} seeds.",
+        f"{', '.join(dict.fromkeys(r.dataset for r in table.rows))}; {s.protocol}, test split, full ranking "
+        f"({table.ties} ties); mean ± std over {seed_text} seeds.",
         "Best in bold, second best underlined.",
     ]
     ref = s.reference_arm()
@@ -181,10 +182,32 @@ def caption(table: SuiteTable) -> str:
             f"{SIG_MARK}: significantly different from {s.arm_label(ref)} "
             f"({stats.caption_text(sig.test, sig.correction, sig.alpha, family)})."
         )
+    parts += _tuning_note(table)
     missing = [r for r in table.rows if r.n_done < len(r.seeds)]
     if missing:
         parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
     return " ".join(parts)
+
+
+def _tuning_note(table: SuiteTable) -> list[str]:
+    """Which rows use tuned parameters, and whether their tuning budgets were equal."""
+    if not table.suite.params_from:
+        return []
+    import json
+
+    from bench.tuning import load_best
+
+    budgets = {r.tuned_from: load_best(r.tuned_from)["budget"] for r in table.rows if r.tuned_from}
+    untuned = sorted({r.label for r in table.rows if not r.tuned_from})
+    notes = []
+    distinct = {json.dumps(b, sort_keys=True) for b in budgets.values()}
+    if len(distinct) == 1:
+        notes.append(f"Hyper-parameters tuned on validation with an equal budget ({next(iter(distinct))}).")
+    elif distinct:
+        notes.append(f"WARNING: tuning budgets differ across rows ({', '.join(sorted(distinct))}).")
+    if untuned:
+        notes.append(f"Default (untuned) hyper-parameters: {', '.join(untuned)}.")
+    return notes
 
 
 # ---------------------------------------------------------------- rendering

@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 
 from bench.atomic import atomic_write, write_json
+from bench.candidates import for_split
 from bench.data.catalog import load_dataset
 from bench.data.dataset import Dataset
 from bench.evaluator import evaluate
 from bench.hashing import hash_obj
+from bench.metrics import mean_metrics
 from bench.model import ModelContext, SeqRecModel, get_model_class
 from bench.paths import cache_dir, store_dir
 from bench.progress import SILENT, Reporter
@@ -128,10 +130,23 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
             fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
                               env.store.run_dir(key) / f"{stage}.ckpt", env.reporter, env.on_epoch)
         state = model.transferable_state()
-    valid = evaluate(model, split.valid, max_len, spec.evaluation, device)
-    test = evaluate(model, split.unlock_test(), max_len, spec.evaluation, device)
+    cand_dir = cache_dir(env.home) / "candidates"
+    valid = evaluate(model, split.valid, max_len, spec.evaluation, device,
+                     candidates=for_split(split, "valid", split.valid, ds.content_hash, cand_dir))
+    test_cases = split.unlock_test()
+    test = evaluate(model, test_cases, max_len, spec.evaluation, device,
+                    candidates=for_split(split, "test", test_cases, ds.content_hash, cand_dir))
+    # protocols may carry extra test sets scored beside the main one (cold_start: 'all', 'full_history')
+    extra = {f"test:{name}": evaluate(model, cases, max_len, spec.evaluation, device)
+             for name, cases in getattr(split, "extra_test", {}).items()}
     record = _record(spec, key, ds, split, model, fits, valid, test, time.perf_counter() - started)
-    env.store.save(key, record, {"valid": valid.per_user, "test": test.per_user})
+    per_user = {"valid": valid.per_user, "test": test.per_user, **{p: r.per_user for p, r in extra.items()}}
+    record["metrics"].update({p: r.means for p, r in extra.items()})
+    if test.sampled is not None:
+        per_user["test_sampled"] = test.sampled
+        record["metrics"]["test_sampled"] = mean_metrics(test.sampled)
+        record["metrics"]["valid_sampled"] = mean_metrics(valid.sampled)
+    env.store.save(key, record, per_user)
     for ckpt in env.store.run_dir(key).glob("*.ckpt"):
         ckpt.unlink()  # resume checkpoints are no longer needed once the record is complete
     return record

@@ -122,3 +122,61 @@ def stratify_runs(runs: Sequence[tuple[str, dict[str, np.ndarray]]], cases: Eval
         out[m] = [f"{a:.4f} ± {s:.4f}" if k > 1 else f"{a:.4f}" for a, s, k in zip(mean, std, out["seeds"])]
     out["share"] = out["share"].map(lambda x: f"{x:.1%}")
     return out
+
+
+# ---- reporting helpers for `bench run` ------------------------------------------------------
+
+EXTRA_TITLES = {
+    "test:all": "all test cases (every user, unrestricted)",
+    "test:full_history": "the same cold users with their full history",
+}
+
+
+def extra_parts(records: Sequence[dict]) -> list[str]:
+    """Result parts beyond valid/test that every record carries (e.g. 'test:all', 'test_sampled')."""
+    if not records:
+        return []
+    common = set.intersection(*(set(r["metrics"]) for r in records))
+    return sorted(p for p in common if p not in ("valid", "test"))
+
+
+def part_title(part: str, records: Sequence[dict]) -> str:
+    if part == "test_sampled":
+        spec = records[0]["protocol"].get("candidates")
+        return f"sampled: target among {spec} candidates (full-ranking figure above)"
+    return EXTRA_TITLES.get(part, part)
+
+
+def stratified_tables(records: Sequence[dict], env, by: Sequence[str], metrics: Sequence[str] = DEFAULT_METRICS,
+                      parts: Sequence[str] | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """(title, table) per (dataset, protocol setting, part) of `records`: their stored per-case
+    test metrics bucketed by `by`. `env` is the RunEnv that ran them (splits, results store).
+    Parts default to 'test' and every 'test:<name>' extra test set the records carry."""
+    from bench.spec import RunSpec
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        spec = r["spec"]
+        groups.setdefault((spec["dataset"], spec["protocol"], canonical(spec["protocol_params"])), []).append(r)
+    out = []
+    for (dataset, protocol, _), recs in groups.items():
+        split = env.split(RunSpec.model_validate(recs[0]["spec"]))
+        counts = split.train.item_counts(split.n_items)
+        test = split.unlock_test()
+        extra = getattr(split, "extra_test", {})
+        wanted = parts or ["test", *(p for p in extra_parts(recs) if p.startswith("test:"))]
+        for part in wanted:
+            cases = test if part == "test" else extra[part.split(":", 1)[1]]
+            runs = [(r["label"], env.store.per_user(r["run_hash"])[part]) for r in recs]
+            kind = recs[0]["protocol"].get("kind")
+            name = f"{protocol} ({kind})" if kind else protocol
+            title = f"{dataset} / {name}: {'test' if part == 'test' else part_title(part, recs)} by {', '.join(by)}"
+            out.append((title, stratify_runs(runs, cases, counts, by, metrics)))
+        split.test_unlocked = False
+    return out
+
+
+def canonical(obj) -> str:
+    from bench.hashing import canonical_json
+
+    return canonical_json(obj)

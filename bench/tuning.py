@@ -15,7 +15,6 @@ refused, so every model of a comparison is tuned with the same declared budget.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import math
 import os
@@ -28,7 +27,6 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.hashing import hash_obj
-from bench.progress import Reporter
 from bench.spec import RunSpec, build_spec
 
 STATE_COUNTED = ("COMPLETE", "PRUNED")  # trials that spend budget
@@ -68,12 +66,34 @@ def make_storage(url: str | None, home: Path):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url)
     if "://" in url:
+        url = with_installed_driver(url)
         # heartbeats let other workers fail the trials of a worker that died, so a resumed study
         # does not wait on them
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=30, grace_period=120
-        )
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=30, grace_period=120
+            )
     raise BenchError(f"--storage {url!r}: expected journal:///path, a *.journal file, sqlite:///path or postgresql://...")
+
+
+def with_installed_driver(url: str) -> str:
+    """postgresql://... -> postgresql+psycopg2://... when only psycopg2 is installed.
+
+    (SQLAlchemy 2.1 defaults to psycopg 3 for a bare postgresql:// URL, 2.0 to psycopg2.)
+    """
+    import importlib.util
+
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            if importlib.util.find_spec("psycopg") is not None:
+                return "postgresql+psycopg://" + url[len(scheme):]
+            if importlib.util.find_spec("psycopg2") is not None:
+                return "postgresql+psycopg2://" + url[len(scheme):]
+            raise BenchError("a postgresql:// storage needs a driver: pip install psycopg2-binary")
+    return url
 
 
 def redact(url: str) -> str:
@@ -135,35 +155,6 @@ def suggest(trial, space: dict[str, tuple]) -> dict[str, Any]:
 # ---------------------------------------------------------------- one trial
 
 
-class EpochTap(Reporter):
-    """A reporter that forwards everything and also hands each epoch's validation value to a callback.
-
-    Used only while bench.trainer.fit has no `on_epoch` parameter: it reads the per-epoch line
-    fit reports ("<stage> epoch <e>: ... valid <metric> <value> ...").
-    """
-
-    LINE = re.compile(r"^(?P<stage>\S+) epoch (?P<epoch>\d+): .*?valid (?P<metric>\S+) (?P<value>\S+)")
-
-    def __init__(self, inner: Reporter, stage: str, on_epoch: Callable[[int, float], None]):
-        super().__init__(interactive=False, log_every_s=inner.log_every_s)
-        self.inner, self.stage, self.on_epoch = inner, stage, on_epoch
-
-    def info(self, msg: str) -> None:
-        self.inner.info(msg)
-        m = self.LINE.match(msg)
-        if m and m["stage"] == self.stage:
-            self.on_epoch(int(m["epoch"]), float(m["value"]))
-
-    def task(self, name: str, total: int):
-        return self.inner.task(name, total)
-
-
-def fit_has_epoch_hook() -> bool:
-    from bench import trainer
-
-    return "on_epoch" in inspect.signature(trainer.fit).parameters
-
-
 def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], None] | None = None) -> dict:
     """Train `spec` like the runner, evaluate on validation only; never unlocks the test split.
 
@@ -202,15 +193,8 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
         if i < len(stages) - 1:
             _shared_stage(model, spec, env, split, stage, max_len)  # stored once, shared by trials
         else:
-            kwargs: dict[str, Any] = {}
-            reporter = env.reporter
-            if on_epoch is not None:
-                if fit_has_epoch_hook():
-                    kwargs["on_epoch"] = on_epoch
-                else:
-                    reporter = EpochTap(env.reporter, stage, on_epoch)
             result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
-                         None, reporter, **kwargs)
+                         None, env.reporter, on_epoch=on_epoch)
         state = model.transferable_state()
     if split.test_unlocked:
         raise BenchError("the test split was unlocked during tuning; selection must use validation only")
@@ -275,9 +259,9 @@ def tune(
         raise BenchError("give a budget: --trials N and/or --timeout SECONDS")
     overrides = dict(overrides or {})
     space = search_space(model, extra_space)
-    clash = sorted(set(space) & set(overrides))
-    if clash:
-        raise BenchError(f"{', '.join(clash)}: both fixed with --set and searched; drop one")
+    space = {k: v for k, v in space.items() if k not in overrides}  # --set fixes a dimension
+    if not space:
+        raise BenchError("every dimension of the search space is fixed by --set; nothing to tune")
     build_spec(dataset, protocol, model, seed, overrides)  # fail fast on a bad override
     name = study_name or default_study_name(model, dataset, protocol, overrides)
     url = storage or default_storage_url(env.home)

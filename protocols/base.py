@@ -93,6 +93,8 @@ class ProtocolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_len: int = Field(50, gt=0)
     max_users: int | None = Field(None, gt=0)  # keep only the first N users (quick runs and tests)
+    candidates: str | None = Field(None, pattern=r"^(uni|pop)[1-9][0-9]*$")  # sampled mode: uni100, pop100
+    candidates_seed: int = Field(0, ge=0)  # the candidate sets' own seed (never the model seed)
 
 
 class Protocol:

@@ -61,3 +61,13 @@ def test_missing_data_root_is_named(tmp_path):
     proc = bench("data", "stats", "scientific", home=tmp_path, data_root=tmp_path / "absent")
     assert proc.returncode == 2
     assert "missing data file:" in proc.stderr and "absent" in proc.stderr
+
+
+def test_data_list_and_keywords(tmp_path, data_root):
+    listing = bench("data", "list", home=tmp_path, data_root=data_root)
+    assert listing.returncode == 0, listing.stderr
+    for name, users in (("scientific", "8442"), ("scientific_mm", "2928"), ("office", "4905")):
+        assert name in listing.stdout and users in listing.stdout
+    shown = bench("data", "keywords", "scientific_mm", "--show", "3", home=tmp_path, data_root=data_root)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("keywords:") == 3

@@ -11,7 +11,7 @@ user index. RecBole remaps tokens to its own ids (order of first appearance, 0 =
 bijection on the same items, so metrics are comparable as long as every item appears somewhere
 (asserted below), which makes RecBole's ranking candidate set equal to ours.
 
-    python benchmarks/recbole_export.py --out /tmp/recbole_data [--dataset scientific] \
+    python -m bench.recbole_export --out /tmp/recbole_data [--dataset scientific] \
         [--data-root ../shared/data] [--home .bench] [--max-len 50]
 """
 
@@ -19,15 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-# Put this checkout first: the editable install's finder may expose `protocols` as a namespace
-# package (installed before protocols/__init__.py existed), which hides PROTOCOLS.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
