@@ -81,6 +81,7 @@ def run(
     ties = records[0]["spec"]["evaluation"]["ties"]
     kind = records[0]["protocol"].get("kind")
     name = f"{protocol} ({kind})" if kind else protocol
+    dataset = ",".join(dict.fromkeys(r["dataset"]["name"] for r in records))
     console.print(rich_table(df, f"{dataset} / {name}: test metrics (full ranking, {ties} ties)"))
     for part in extra_parts(records):  # e.g. test:all (long_tail), test:full_history (user), test_sampled
         if part.startswith("test"):

@@ -18,6 +18,7 @@ from bench.atomic import atomic_write, write_json
 from bench.candidates import for_split
 from bench.data.catalog import load_dataset
 from bench.data.dataset import Dataset
+from bench.data.merge import merge_datasets, merge_features, same_feature_space
 from bench.evaluator import evaluate
 from bench.hashing import hash_obj
 from bench.metrics import mean_metrics
@@ -29,7 +30,7 @@ from bench.seeding import seed_everything
 from bench.spec import RunSpec
 from bench.store import ResultStore
 from bench.trainer import FitResult, fit, resolve_device
-from protocols import PROTOCOLS, Split
+from protocols import PROTOCOLS, Protocol, Split
 
 PRETRAIN_SEED = 0  # earlier stages are seeded once and shared by every fine-tuning seed
 
@@ -58,20 +59,28 @@ class RunEnv:
     def split(self, spec: RunSpec) -> Split:
         key = (spec.dataset, spec.protocol, hash_obj(spec.protocol_params))
         if key not in self._splits:
-            protocol_cls = PROTOCOLS.get(spec.protocol)
-            protocol = protocol_cls(protocol_cls.Config(**spec.protocol_params))
-            self._splits[key] = protocol.split(self.dataset(spec.dataset))
+            self._splits[key] = self.protocol(spec).split(self.dataset(spec.dataset))
         split = self._splits[key]
         split.test_unlocked = False  # every run starts locked
         return split
 
+    def protocol(self, spec: RunSpec) -> Protocol:
+        protocol_cls = PROTOCOLS.get(spec.protocol)
+        return protocol_cls(protocol_cls.Config(**spec.protocol_params))
+
     def features(self, dataset: str, params: dict):
+        return self.features_of(self.dataset(dataset), params)
+
+    def features_of(self, ds: Dataset, params: dict):
+        """Item features of a dataset; a merged dataset gets its parts' features stacked."""
         from bench.features.store import load_item_features
 
-        key = (dataset, hash_obj(params))
+        key = (ds.content_hash, hash_obj(params))
         if key not in self._features:
-            self._features[key] = load_item_features(
-                self.dataset(dataset), self.data_root, cache_dir(self.home), **params
+            parts = ds.meta.get("merged_from")
+            self._features[key] = (
+                merge_features([self.features_of(self.dataset(p), params) for p in parts]) if parts
+                else load_item_features(ds, self.data_root, cache_dir(self.home), **params)
             )
         return self._features[key]
 
@@ -98,35 +107,54 @@ def execute(spec: RunSpec, env: RunEnv, force: bool = False, wait: bool = False)
     return key, record, True
 
 
+@dataclass
+class StageData:
+    """What one stage trains and validates on: a dataset (hash), its split and the model context."""
+
+    dataset_hash: str
+    split: Split
+    ctx: ModelContext
+
+
+def _stage_data(env: RunEnv, ds: Dataset, split: Split, max_len: int, feature_params: dict | None) -> StageData:
+    features = env.features_of(ds, feature_params) if feature_params is not None else None
+    ctx = ModelContext(ds.n_items, max_len, split.train.item_counts(ds.n_items), features)
+    return StageData(ds.content_hash, split, ctx)
+
+
 def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
     started = time.perf_counter()
-    ds, split = env.dataset(spec.dataset), env.split(spec)
+    ds, split, protocol = env.dataset(spec.dataset), env.split(spec), env.protocol(spec)
     model_cls = get_model_class(spec.model)
     config = model_cls.Config(**spec.model_params)
     max_len = spec.protocol_params["max_len"]
     feature_params = model_cls.needs_features(config)
-    ctx = ModelContext(
-        n_items=ds.n_items,
-        max_len=max_len,
-        train_item_counts=split.train.item_counts(ds.n_items),
-        features=env.features(spec.dataset, feature_params) if feature_params is not None else None,
-    )
-    device = resolve_device(spec.trainer[model_cls.stages_for(config)[-1]].device)
-    env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}, {device}")
+    target = _stage_data(env, ds, split, max_len, feature_params)
+    sources = getattr(protocol, "sources", None)  # cross-domain: earlier stages train on the sources
+    source = None
+    if sources:
+        source_ds = merge_datasets([env.dataset(name) for name in sources])
+        source = _stage_data(env, source_ds, protocol.loo().split(source_ds), max_len, feature_params)
+        if feature_params is not None:
+            same_feature_space(source.ctx.features, target.ctx.features, f"{spec.model} cross-domain transfer")
     stages = model_cls.stages_for(config)
+    device = resolve_device(spec.trainer[stages[-1]].device)
+    env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}, {device}")
     fits: dict[str, FitResult] = {}
     state, model = None, None
     for i, stage in enumerate(stages):
-        seed_everything(spec.seed if i == len(stages) - 1 else PRETRAIN_SEED)
-        model = model_cls(config, ctx).to(device)
+        last = i == len(stages) - 1
+        data = source if (source is not None and not last) else target
+        seed_everything(spec.seed if last else PRETRAIN_SEED)
+        model = model_cls(config, data.ctx).to(device)
         model.set_stage(stage)
         if state is not None:
             model.load_transferable(state)
         if not model.trainable:
             break
-        if i < len(stages) - 1:
-            fits[stage] = _shared_stage(model, spec, env, split, stage, max_len)
-        else:
+        if not last:
+            fits[stage] = _shared_stage(model, spec, env, data, stage, max_len)
+        elif not (getattr(protocol.config, "mode", None) == "zero_shot" and i > 0):
             fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
                               env.store.run_dir(key) / f"{stage}.ckpt", env.reporter, env.on_epoch)
         state = model.transferable_state()
@@ -140,6 +168,8 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
     extra = {f"test:{name}": evaluate(model, cases, max_len, spec.evaluation, device)
              for name, cases in getattr(split, "extra_test", {}).items()}
     record = _record(spec, key, ds, split, model, fits, valid, test, time.perf_counter() - started)
+    if sources:  # cross-domain tables must say what transferred and what trained on the target alone
+        record["label"] += f" [{protocol.config.mode}]" if len(stages) > 1 else " [target only]"
     per_user = {"valid": valid.per_user, "test": test.per_user, **{p: r.per_user for p, r in extra.items()}}
     record["metrics"].update({p: r.means for p, r in extra.items()})
     if test.sampled is not None:
@@ -152,24 +182,25 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
     return record
 
 
-def _shared_stage(model: SeqRecModel, spec: RunSpec, env: RunEnv, split: Split, stage: str, max_len: int) -> FitResult:
+def _shared_stage(model: SeqRecModel, spec: RunSpec, env: RunEnv, data: StageData, stage: str, max_len: int) -> FitResult:
     """Train an earlier stage once per stage spec; later runs load its weights."""
+    split = data.split
     stage_key = hash_obj({
         "model": spec.model, "stage": stage, "stage_spec": model.stage_spec(stage),
-        "trainer": spec.trainer[stage].model_dump(), "dataset": env.dataset(spec.dataset).content_hash,
+        "trainer": spec.trainer[stage].model_dump(), "dataset": data.dataset_hash,
         "protocol": split.definition, "eval": spec.evaluation.model_dump(), "seed": PRETRAIN_SEED,
     })
     folder = env.store.stage_dir(stage_key)
     weights = folder / "weights.pt"
     if weights.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.load_transferable(torch.load(weights, weights_only=True))
         env.reporter.info(f"{stage}: reusing stored stage {stage_key}")
         return FitResult(**torch.load(folder / "result.pt", weights_only=False))
     with env.store.claim(folder):
         result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, PRETRAIN_SEED, max_len,
                      folder / "resume.ckpt", env.reporter)
         atomic_write(folder / "result.pt", lambda f: torch.save(result.__dict__, f))
-        atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
+        atomic_write(weights, lambda f: torch.save(model.transferable_state(), f))
         write_json(folder / "spec.json", {"stage_key": stage_key, "model": spec.model, "stage": stage,
                                           "stage_spec": model.stage_spec(stage)})
         (folder / "resume.ckpt").unlink(missing_ok=True)

@@ -73,13 +73,15 @@ def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: di
     protocol_cls = PROTOCOLS.get(protocol)
     groups: dict[str, dict[str, Any]] = {"model": {}, "trainer": {}, "eval": {}, "protocol": {}}
     stage_trainer: dict[str, dict[str, Any]] = {s: {} for s in model_cls.stages}
+    all_stages = {s for name in MODELS.names() for s in MODELS.get(name).stages}
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if not rest:
             raise BenchError(f"--set {key}: expected <group>.<option>, e.g. trainer.lr or {model}.dropout")
-        if head == "trainer" and rest.split(".")[0] in stage_trainer and "." in rest:
+        if head == "trainer" and "." in rest and rest.split(".")[0] in all_stages:
             stage, _, name = rest.partition(".")
-            stage_trainer[stage][name] = value
+            if stage in stage_trainer:  # a stage other models have does not concern this one
+                stage_trainer[stage][name] = value
         elif head in ("trainer", "eval", "protocol"):
             groups[head][rest] = value
         elif head == model:
@@ -89,7 +91,11 @@ def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: di
             close = difflib.get_close_matches(head, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise BenchError(f"--set {key}: unknown group {head!r}.{hint} Valid: {', '.join(valid)}")
-    model_params = validated(model_cls.Config, groups["model"], model).model_dump()
+    protocol_params = validated(protocol_cls.Config, groups["protocol"], "protocol")
+    protocol_obj = protocol_cls(protocol_params)
+    dataset = protocol_obj.dataset or dataset  # e.g. cross_domain names its own target
+    implied = protocol_obj.model_overrides(set(model_cls.Config.model_fields))
+    model_params = validated(model_cls.Config, {**groups["model"], **implied}, model).model_dump()
     trainer = {
         stage: validated(
             TrainerConfig, {**model_cls.trainer_defaults.get(stage, {}), **groups["trainer"], **stage_trainer[stage]},
@@ -100,7 +106,7 @@ def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: di
     return RunSpec(
         dataset=dataset,
         protocol=protocol,
-        protocol_params=validated(protocol_cls.Config, groups["protocol"], "protocol").model_dump(),
+        protocol_params=protocol_params.model_dump(),
         model=model,
         model_params=model_params,
         trainer=trainer,

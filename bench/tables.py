@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
@@ -46,5 +47,5 @@ def rich_table(df: pd.DataFrame, title: str) -> Table:
     for col in df.columns:
         table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
     for row in df.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(escape(str(v)) for v in row))  # labels like "MSM4SR [zero_shot]" are not markup
     return table

@@ -1,7 +1,7 @@
 """Protocols: how a Dataset becomes training data and evaluation cases, and how it is judged."""
 
 # importing registers the protocols
-from protocols import cold_start, leave_one_out  # noqa: E402,F401
+from protocols import cold_start, cross_domain, leave_one_out  # noqa: E402,F401
 from protocols.base import PROTOCOLS, EvalCases, Protocol, Split, TrainSequences
 
 __all__ = ["PROTOCOLS", "EvalCases", "Protocol", "Split", "TrainSequences"]

@@ -107,6 +107,15 @@ class Protocol:
     def definition(self) -> dict[str, Any]:
         return {"protocol": self.name, **self.config.model_dump()}
 
+    @property
+    def dataset(self) -> str | None:
+        """The dataset this protocol evaluates on, if the protocol names it itself."""
+        return None
+
+    def model_overrides(self, fields: set[str]) -> dict[str, Any]:
+        """Model config values the protocol implies (given the model's config fields)."""
+        return {}
+
     def split(self, ds: Dataset) -> Split:
         raise NotImplementedError
 
