@@ -66,14 +66,24 @@ def make_rows(train: TrainSequences, max_len: int, mode: str) -> tuple[torch.Ten
 
 
 def iterate_batches(
-    inp: torch.Tensor, tgt: torch.Tensor, batch_size: int, generator: torch.Generator, start: int = 0
+    inp: torch.Tensor, tgt: torch.Tensor, batch_size: int, generator: torch.Generator, bucket_by_length: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Shuffled batches; `start` skips batches already done (resume mid-epoch)."""
+    """Shuffled batches, each trimmed to its longest row.
+
+    With `bucket_by_length`, rows are sorted by length within random pools of 50 batches and the
+    batches are shuffled again: most rows are short, so this removes most padding work at the
+    price of batches whose rows have similar lengths."""
     order = torch.randperm(len(inp), generator=generator)
-    for b, lo in enumerate(range(0, len(inp), batch_size)):
-        if b < start:
-            continue
-        idx = order[lo : lo + batch_size]
+    batches = list(order.split(batch_size))
+    if bucket_by_length:
+        lengths = (inp > 0).sum(1)
+        pool = batch_size * 50
+        batches = []
+        for p in order.split(pool):
+            p = p[torch.argsort(lengths[p], stable=True)]
+            batches.extend(p.split(batch_size))
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    for idx in batches:
         x = inp[idx]
         lengths = (x > 0).sum(1)
         width = max(int(lengths.max()), 1)  # trailing padding columns change nothing: drop them

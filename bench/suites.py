@@ -282,9 +282,14 @@ def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, in
             env.reporter.info(f"[{label}] {cell.describe()}: running in another process, skipped")
             report.busy.append(key)
             continue
-        except BenchError as exc:
-            env.reporter.info(f"[{label}] {cell.describe()}: failed: {exc}")
-            report.failed.append((key, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the others
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
+            env.reporter.info(f"[{label}] {cell.describe()}: FAILED: {message}")
+            if not isinstance(exc, BenchError):
+                import traceback
+
+                env.reporter.info(traceback.format_exc())
+            report.failed.append((key, f"{cell.describe()}: {message}"))
             continue
         (report.executed if ran else report.complete).append(key)
         env.reporter.info(f"[{label}] {cell.describe()}: {'finished' if ran else 'already complete'} -> {key}")

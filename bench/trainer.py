@@ -32,6 +32,7 @@ class TrainerConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(256, gt=0)  # rows; a packed row carries up to max_len targets
     sample_mode: str | None = Field(None, pattern="^(packed|prefix)$")  # None: the model's default
+    bucket_by_length: bool = False  # batch rows of similar length (much less padding work)
     epochs: int = Field(200, gt=0)
     patience: int = Field(10, gt=0)
     valid_metric: str = "Recall@20"
@@ -107,9 +108,9 @@ def fit(
         if bad_epochs >= cfg.patience:
             break
         model.train()
-        t0, loss_sum = time.perf_counter(), 0.0
+        t0, loss_sum, done = time.perf_counter(), 0.0, 0
         task = reporter.task(f"{stage} epoch {epoch}", total)
-        for b, batch in enumerate(iterate_batches(inp, tgt, cfg.batch_size, data_order)):
+        for b, batch in enumerate(iterate_batches(inp, tgt, cfg.batch_size, data_order, cfg.bucket_by_length)):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast:
                 loss = model.loss(batch)
@@ -122,6 +123,7 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
             optimizer.step()
             loss_sum += loss.item()
+            done += 1
             task.advance(status=f"loss {loss.item():.4f}")
         task.close()
         train_s = time.perf_counter() - t0
@@ -130,7 +132,7 @@ def fit(
         if value is None:
             raise BenchError(f"trainer.valid_metric {cfg.valid_metric!r} is not computed; valid: {sorted(valid.means)}")
         result.history.append(
-            {"epoch": epoch, "loss": loss_sum / max(total, 1), cfg.valid_metric: value,
+            {"epoch": epoch, "loss": loss_sum / max(done, 1), cfg.valid_metric: value,
              "train_s": train_s, "eval_s": valid.seconds}
         )
         if value > result.best_value:

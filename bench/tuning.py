@@ -165,7 +165,7 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
 
     from bench.evaluator import evaluate
     from bench.model import ModelContext, get_model_class
-    from bench.runner import PRETRAIN_SEED, _shared_stage
+    from bench.runner import PRETRAIN_SEED
     from bench.seeding import seed_everything
     from bench.trainer import fit, resolve_device
 
@@ -191,7 +191,7 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
         if not model.trainable:
             break
         if i < len(stages) - 1:
-            _shared_stage(model, spec, env, split, stage, max_len)  # stored once, shared by trials
+            _shared_stage_waiting(model, spec, env, split, stage, max_len)  # stored once, shared by trials
         else:
             result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
                          None, env.reporter, on_epoch=on_epoch)
@@ -207,6 +207,19 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
         out = {"value": result.best_value, "best_epoch": result.best_epoch, "history": result.history}
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return {**out, "metric": final_cfg.valid_metric}
+
+
+def _shared_stage_waiting(model, spec, env, split, stage, max_len, poll_s: float = 5.0):
+    """The runner's shared earlier stage; if another worker is training it, wait and reuse it."""
+    from bench.runner import _shared_stage
+    from bench.store import RunBusy
+
+    while True:
+        try:
+            return _shared_stage(model, spec, env, split, stage, max_len)
+        except RunBusy:
+            env.reporter.info(f"{stage}: another worker is training this stage; waiting for it")
+            time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- the study

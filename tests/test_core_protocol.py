@@ -77,3 +77,17 @@ def test_future_training_event_is_refused():
     bad = from_sequences("t", list("abcd"), ["u", "v"], seqs, timestamps=np.array([1, 9, 3, 4, 5, 6, 7]))
     with pytest.raises(BenchError, match="user u has a training event later than its validation"):
         LOO(LOO.Config()).split(bad)
+
+
+@pytest.mark.parametrize("bucket", [False, True])
+def test_batches_cover_every_row_once(small_split, bucket):
+    import torch
+
+    from bench.batching import iterate_batches, make_rows
+
+    inp, tgt = make_rows(small_split.train, 20, "prefix")
+    seen = []
+    for batch in iterate_batches(inp, tgt, 16, torch.Generator().manual_seed(0), bucket):
+        assert batch["input"].shape[1] == batch["lengths"].max()  # trimmed to the longest row
+        seen.extend(map(tuple, torch.nn.functional.pad(batch["target"], (0, 20 - batch["target"].shape[1])).tolist()))
+    assert sorted(seen) == sorted(map(tuple, tgt.tolist()))

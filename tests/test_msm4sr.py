@@ -252,7 +252,7 @@ def test_pretrain_objective_wires_weights_and_modalities():
 def test_stages_follow_the_pretrain_switch_and_stage_spec():
     m = make_model()
     assert m.stages == ("pretrain", "finetune") and m.sample_mode_for("pretrain") == "prefix"
-    assert m.sample_mode_for("finetune") == "prefix"
+    assert m.sample_mode_for("finetune") == "packed"
     assert type(m).needs_features(MSM4SRConfig(n_keywords=10, feature_params={"tagger": "efficientnet"})) == {
         "n_keywords": 10,
         "tagger": "efficientnet",
