@@ -89,3 +89,21 @@ def test_batches_cover_every_row_once(small_split, bucket):
         assert batch["input"].shape[1] == batch["lengths"].max()  # trimmed to the longest row
         seen.extend(map(tuple, torch.nn.functional.pad(batch["target"], (0, 20 - batch["target"].shape[1])).tolist()))
     assert sorted(seen) == sorted(map(tuple, tgt.tolist()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=3, max_size=20), st.integers(1, 8))
+def test_no_target_in_its_own_training_prefix(seq, max_len):
+    """Every training pair (history, target) of a user is (seq[j-h:j], seq[j]) with j before the
+    validation position: the target event is never inside its history, and no pair reaches the
+    validation or test events (repeat items may of course occur in the history)."""
+    ds = from_sequences("t", [str(i) for i in range(6)], ["u"], [np.array(seq)])
+    split = LOO(LOO.Config(max_len=max_len)).split(ds)
+    inp, tgt = prefix_rows(split.train, max_len)
+    assert len(inp) == len(seq) - 3
+    for row, (x, t) in enumerate(zip(inp, tgt)):
+        j = row + 1  # target position in the user's sequence
+        h = min(j, max_len)
+        assert j <= len(seq) - 3
+        np.testing.assert_array_equal(x[:h], seq[j - h : j])
+        assert t[h - 1] == seq[j] and (t != 0).sum() == 1
