@@ -21,15 +21,16 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str = "pessi
     optimistic: 1 + number scoring strictly higher; average: the mean of the two.
     """
     t = scores.gather(1, targets.view(-1, 1))
-    higher = (scores > t).sum(1)
-    if ties == "optimistic":
-        return (higher + 1).double()
-    at_least = (scores >= t).sum(1)
+    if ties not in TIE_POLICIES:
+        raise ValueError(f"unknown tie policy {ties!r}; valid: {', '.join(TIE_POLICIES)}")
+    # int32 sums: summing bools into the default int64 costs an extra full-size copy
+    at_least = (scores >= t).sum(1, dtype=torch.int32).double() if ties != "optimistic" else None
+    higher = (scores > t).sum(1, dtype=torch.int32).double() if ties != "pessimistic" else None
     if ties == "pessimistic":
-        return at_least.double()
-    if ties == "average":
-        return (higher + 1 + at_least).double() / 2
-    raise ValueError(f"unknown tie policy {ties!r}; valid: {', '.join(TIE_POLICIES)}")
+        return at_least
+    if ties == "optimistic":
+        return higher + 1
+    return (higher + 1 + at_least) / 2
 
 
 def per_user_metrics(ranks: np.ndarray, cutoffs=CUTOFFS) -> dict[str, np.ndarray]:
