@@ -15,9 +15,14 @@ class Progress:
         if enabled and total > 0 and sys.stderr.isatty():
             from rich.progress import Progress as RichProgress
 
+            from rich.errors import LiveError
+
             self.bar = RichProgress(transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(description, total=total)
+            try:
+                self.bar.start()
+                self.task = self.bar.add_task(description, total=total)
+            except LiveError:  # inside `bench run`, whose own display is live: log lines instead
+                self.bar = None
         self.enabled = enabled
 
     def advance(self, n: int) -> None:
