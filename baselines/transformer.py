@@ -49,6 +49,10 @@ class SequenceTransformer(nn.Module):
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """BERT-style initialisation (normal(0, std) weights, zero biases, unit LayerNorm)."""
     for m in module.modules():
+        if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            # the packed q/k/v projection is a bare Parameter, not an nn.Linear
+            nn.init.normal_(m.in_proj_weight, 0.0, std)
+            nn.init.zeros_(m.in_proj_bias)
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, std)
             if isinstance(m, nn.Linear) and m.bias is not None:

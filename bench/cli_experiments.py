@@ -125,6 +125,7 @@ def suite_run(
             console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
         report = run_suite(suite, env, budget, k_n, force=force)
+        log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
         f"already complete {len(report.complete)}, busy elsewhere {len(report.busy)}, failed {len(report.failed)} "
@@ -134,6 +135,38 @@ def suite_run(
         console.print(f"  failed {key}: {err}")
     if report.failed:
         raise typer.Exit(1)
+
+
+def log_suite_run(home: Path, suite: str, budget: str, k_n: tuple[int, int], report) -> None:
+    """Append this invocation (command, counts, wall time) to <home>/suite_runs.jsonl."""
+    import datetime as dt
+
+    from bench.provenance import git_revision, hardware
+
+    entry = {
+        "suite": suite, "budget": budget, "shard": f"{k_n[0]}/{k_n[1]}", "command": _command_line(),
+        "executed": len(report.executed), "already_complete": len(report.complete), "busy": len(report.busy),
+        "failed": len(report.failed), "wall_s": round(report.seconds, 1), "git_revision": git_revision(),
+        "cpu": hardware()["cpu"], "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "suite_runs.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def suite_run_history(home: Path, suite: str, budget: str) -> list[dict]:
+    path = home / "suite_runs.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("suite") == suite and entry.get("budget") == budget:
+            out.append(entry)
+    return out
 
 
 def table(
@@ -165,7 +198,10 @@ def table(
     write_json(side, {**result.sidecar(), "command": _command_line()})
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(provenance_header(fmt, _command_line()) + text)
+        runs = [f"{e['command']} -> executed {e['executed']}, already complete {e['already_complete']}, "
+                f"failed {e['failed']} in {e['wall_s']}s ({e['finished_at']}, {e['git_revision']})"
+                for e in suite_run_history(bench_home(home), suite.name, budget)]
+        out.write_text(provenance_header(fmt, _command_line(), runs) + text)
         console.print(f"table written to {out}; cells -> runs in {side}")
     else:
         sys.stdout.write(text)

@@ -287,8 +287,9 @@ def _num(x: Any) -> str:
     return "" if x is None else f"{x:.6g}"
 
 
-def provenance_header(fmt: str, command: str) -> str:
-    """Command, git revision, date and hardware, as comments of the output format."""
+def provenance_header(fmt: str, command: str, suite_runs: list[str] | None = None) -> str:
+    """Command, git revision, date and hardware (and the suite runs behind the records), as
+    comments of the output format."""
     from bench.provenance import git_revision, hardware
 
     hw = hardware()
@@ -297,6 +298,7 @@ def provenance_header(fmt: str, command: str) -> str:
         f"git revision: {git_revision()}",
         f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"hardware: {hw['cpu']} ({hw['cpu_count']} cores){', ' + hw['gpu'] if 'gpu' in hw else ''}",
+        *(f"suite run: {r}" for r in suite_runs or []),
     ]
     if fmt == "md":
         return "<!--\n" + "\n".join(lines) + "\n-->\n"
