@@ -66,7 +66,7 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
         ax.set_xlabel("epoch (final stage)")
         ax.set_ylabel(f"validation {metric_name[dataset]} (mean over seeds)")
         ax.set_title(f"{suite.title}: {dataset} ({budget_label(budget)})", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         written += _save(fig, out_dir / f"{suite.name}-{budget}-curves-{dataset}")
         plt.close(fig)
     return written
@@ -103,7 +103,7 @@ def sensitivity_curves(suite: Suite, env, budget: str, out_dir: Path, split: str
         ax.set_xlabel(key)
         ax.set_ylabel(f"{split} metric")
         ax.set_title(f"{suite.title}: {key} on {dataset} ({budget_label(budget)})", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         written += _save(fig, out_dir / f"{suite.name}-{budget}-sensitivity-{key.replace('.', '_')}-{dataset}")
         plt.close(fig)
     return written

@@ -1,0 +1,228 @@
+"""Suites: cells, sharding, reruns that execute nothing, budgets, tables with marks, figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.errors import BenchError
+from bench.report import build_table, render
+from bench.runner import RunEnv, run_hash
+from bench.suites import cells, list_suites, load_suite, parse_shard, run_suite, shard
+
+TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1}
+
+
+@pytest.fixture
+def env(tmp_path, data_root, cache):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(cache)
+    return RunEnv(data_root, home)
+
+
+def write_suite(tmp_path: Path, **fields) -> Path:
+    data = {
+        "name": "tiny", "title": "Tiny", "datasets": ["scientific"], "models": ["pop", "sasrec"],
+        "seeds": [0, 1], "overrides": {**TINY, "sasrec.layers": 1, "sasrec.hidden": 32},
+        "quick": {"seeds": [0], "overrides": {"trainer.epochs": 1}},
+        **fields,
+    }
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_shipped_suites_load_and_expand():
+    assert {"main", "ablation", "sensitivity"} <= set(list_suites())
+    for name in list_suites():
+        suite = load_suite(name)
+        all_cells = cells(suite)
+        assert len(all_cells) == len(suite.all_variations()) * len(suite.models) * len(suite.datasets) * len(suite.seeds)
+        for c in all_cells[:: max(1, len(all_cells) // 7)]:
+            c.spec(suite.protocol)  # every override is valid for its model
+        suite.reference_arm()
+        assert len(cells(suite, "quick")) < len(all_cells)
+    ablation = load_suite("ablation")
+    assert ablation.reference_arm() == ("full", "msm4sr")
+    specs = {c.variation: c.spec(ablation.protocol) for c in cells(ablation) if c.seed == 0}
+    assert specs["w/o mixup"].model_params["mixup"] is False
+    assert specs["w/o image"].model_params["modalities"] == ("text",)
+    assert set(specs["w/o pre-training"].trainer) == {"pretrain", "finetune"}
+    sens = load_suite("sensitivity")
+    names = {c.variation for c in cells(sens)}
+    assert {"n_keywords=5", "tau=0.2", "cmcl_weight=0.1"} <= names
+
+
+def test_sharding_partitions_cells(tmp_path):
+    suite = load_suite(str(write_suite(tmp_path, models=["pop", "sasrec", "gru4rec"], seeds=[0, 1, 2])))
+    all_cells = cells(suite)
+    assert [c.index for c in all_cells] == list(range(len(all_cells)))
+    for n in (1, 2, 4, 7):
+        parts = [shard(all_cells, k, n) for k in range(1, n + 1)]
+        flat = sorted(c.index for p in parts for c in p)
+        assert flat == list(range(len(all_cells)))  # disjoint and covering
+        assert all(c.index % n == k - 1 for k, p in enumerate(parts, 1) for c in p)
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) == (1, 1)
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(BenchError):
+            parse_shard(bad)
+
+
+def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
+    path = write_suite(tmp_path)
+    suite = load_suite(str(path))
+    first = run_suite(suite, env, "full")
+    assert len(first.executed) == 4 and not first.complete and not first.failed
+    second = run_suite(suite, env, "full")
+    assert second.executed == [] and sorted(second.complete) == sorted(first.executed)
+    # shards on "two machines" into the same store: nothing left to do either
+    assert run_suite(suite, env, "full", (2, 2)).executed == []
+    # the quick budget is a different set of cells (seed 0 only), labelled as such
+    result = CliRunner().invoke(app, ["suite", "run", str(path), "--budget", "quick", "--home", str(env.home),
+                                      "--data-root", str(env.data_root)])
+    assert result.exit_code == 0, result.output
+    assert "quick budget" in result.output and "executed 0" in result.output  # same specs as full seed 0
+    result = CliRunner().invoke(app, ["suite", "run", str(path), "--home", str(env.home),
+                                      "--data-root", str(env.data_root)])
+    assert "executed 0" in result.output and "already complete 4" in result.output
+    runs = [json.loads(line) for line in (env.home / "suite_runs.jsonl").read_text().splitlines()]
+    assert [(r["budget"], r["executed"]) for r in runs] == [("quick", 0), ("full", 0)]
+    # a real table from those runs
+    table = build_table(suite, env, "quick")
+    assert "quick budget" in table.caption and all(r.n_done == 1 for r in table.rows)
+
+
+def _fake_record(spec, metrics: dict, history: list[float]) -> dict:
+    return {
+        "status": "complete", "label": spec.model, "spec": spec.model_dump(),
+        "metrics": {"valid": metrics, "test": metrics},
+        "history": {"train": [{"epoch": i, "Recall@20": v} for i, v in enumerate(history)]},
+    }
+
+
+def save_fake_runs(suite, env, per_user_of) -> dict:
+    """Save a fake complete record for every cell; per_user_of(cell) -> {metric: array}."""
+    hashes = {}
+    for c in cells(suite):
+        spec = c.spec(suite.protocol)
+        key = run_hash(spec, env)
+        arrays = per_user_of(c)
+        means = {m: float(v.mean()) for m, v in arrays.items()}
+        env.store.save(key, _fake_record(spec, means, [0.01 * (i + 1) for i in range(3)]),
+                       {"valid": arrays, "test": arrays})
+        hashes[(c.arm, c.seed)] = key
+    return hashes
+
+
+def test_table_marks_best_second_and_significance(tmp_path, env):
+    path = write_suite(tmp_path, models=["pop", "sasrec", "gru4rec"], reference="sasrec",
+                       metrics=["Recall@20", "NDCG@20"])
+    suite = load_suite(str(path))
+    rng = np.random.default_rng(0)
+    base = (rng.random(200) < 0.3).astype(float)
+    level = {"sasrec": 0.0, "gru4rec": -0.002, "pop": -0.25}
+
+    def per_user(c):
+        noise = np.random.default_rng(c.seed + 10 * c.index).normal(0, 0.01, 200)
+        x = np.clip(base + level[c.model] + noise, 0, 1)
+        return {"Recall@20": x, "NDCG@20": x / 2}
+
+    hashes = save_fake_runs(suite, env, per_user)
+    table = build_table(suite, env, "full")
+    md = render(table, "md")
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "Model" not in line}
+    sas, gru, pop = rows["SASRec (CE)"], rows["GRU4Rec (CE)"], rows["Pop"]
+    assert "**" in sas and "†" not in sas  # best, and the reference carries no mark
+    assert "<u>" in gru and "†" not in gru  # second; not significantly different from the reference
+    assert "†" in pop and "**" not in pop and "<u>" not in pop  # clearly worse: significant
+    assert " ± " in sas
+    assert "paired t-test" in table.caption and "Holm" in table.caption and "SASRec (CE)" in table.caption
+    latex = render(table, "latex")
+    assert "\\textbf{" in latex and "\\underline{" in latex and "$^{\\dagger}$" in latex and "$\\pm$" in latex
+    csv_text = render(table, "csv")
+    assert csv_text.splitlines()[1].startswith("dataset,variation,model")
+    # the direction of the recorded comparisons: reference minus the other model
+    comps = {(c["model"], c["metric"]): c for c in table.comparisons}
+    assert comps[("pop", "Recall@20")]["diff"] > 0 and comps[("pop", "Recall@20")]["significant"]
+    assert comps[("pop", "Recall@20")]["family_size"] == 2
+    # traceability through the CLI's sidecar
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(app, ["table", str(path), "--format", "md", "--out", str(out), "--home",
+                                      str(env.home), "--data-root", str(env.data_root)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("<!--") and "git revision:" in text and "**" in text and "hardware:" in text
+    side = json.loads(Path(f"{out}.cells.json").read_text())
+    cell = next(c for c in side["cells"] if c["model"] == "pop")
+    assert cell["runs"] == {"0": hashes[(("default", "pop"), 0)], "1": hashes[(("default", "pop"), 1)]}
+    assert env.store.load(cell["runs"]["0"])["spec"]["model"] == "pop"
+
+
+def test_missing_cells_are_shown_not_invented(tmp_path, env):
+    suite = load_suite(str(write_suite(tmp_path, reference="sasrec")))
+    c = next(c for c in cells(suite) if c.model == "pop" and c.seed == 0)
+    spec = c.spec(suite.protocol)
+    arrays = {"Recall@10": np.ones(200), "NDCG@10": np.ones(200), "Recall@20": np.ones(200), "NDCG@20": np.ones(200)}
+    env.store.save(run_hash(spec, env), _fake_record(spec, {m: 1.0 for m in arrays}, [0.1]),
+                   {"valid": arrays, "test": arrays})
+    table = build_table(suite, env, "full")
+    md = render(table, "md")
+    assert "(1/2)" in md and "—" in md and "incomplete" in table.caption
+    assert table.comparisons == []  # the reference has no complete run: nothing to test
+
+
+def test_plots_write_png_and_pdf(tmp_path, env):
+    path = write_suite(tmp_path, models=["sasrec"], sweeps={"sasrec.dropout": [0.1, 0.3]}, metrics=["Recall@20"])
+    suite = load_suite(str(path))
+    save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1 + c.index / 100)})
+    out_dir = tmp_path / "figs"
+    result = CliRunner().invoke(app, ["plot", str(path), "--out-dir", str(out_dir), "--home", str(env.home),
+                                      "--data-root", str(env.data_root)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert "tiny-full-curves-scientific.png" in names and "tiny-full-curves-scientific.pdf" in names
+    assert "tiny-full-sensitivity-sasrec_dropout-scientific.png" in names
+    assert (out_dir / "tiny-full-curves-scientific.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tuned_params_apply_and_are_reported(tmp_path, env):
+    tuned_dir = tmp_path / "tuned"
+    tuned_dir.mkdir()
+    (tuned_dir / "sasrec-scientific.json").write_text(json.dumps(
+        {"params": {"sasrec.dropout": 0.33, "sasrec.hidden": 32}, "overrides": {}, "budget": {"trials": 5, "timeout_s": None}}
+    ))
+    path = write_suite(tmp_path, params_from=str(tuned_dir / "{model}-{dataset}.json"),
+                       variations={"base": {}, "dropout 0.1": {"sasrec.dropout": 0.1}})
+    suite = load_suite(str(path))
+    by = {(c.variation, c.model): c for c in cells(suite) if c.seed == 0}
+    assert by[("base", "sasrec")].spec(suite.protocol).model_params["dropout"] == 0.33
+    assert by[("base", "sasrec")].tuned_from.endswith("sasrec-scientific.json")
+    assert by[("dropout 0.1", "sasrec")].spec(suite.protocol).model_params["dropout"] == 0.1  # variation wins
+    assert by[("base", "pop")].tuned_from is None
+    caption = build_table(suite, env, "full").caption
+    assert "equal budget" in caption and "untuned" in caption and "Pop" in caption
+
+
+def test_a_failing_cell_does_not_stop_the_others(tmp_path, env, monkeypatch):
+    import bench.runner as runner
+
+    real = runner._run
+
+    def broken_for_pop(spec, *args):
+        if spec.model == "pop":
+            raise RuntimeError("boom")
+        return real(spec, *args)
+
+    monkeypatch.setattr(runner, "_run", broken_for_pop)
+    path = write_suite(tmp_path, seeds=[0])
+    result = CliRunner().invoke(app, ["suite", "run", str(path), "--home", str(env.home),
+                                      "--data-root", str(env.data_root)])
+    assert result.exit_code == 1
+    assert "executed 1" in result.output and "failed 1" in result.output and "boom" in result.output

@@ -1,0 +1,226 @@
+"""Tuning: tiny real studies through the runner's data path, resume, the test-split lock,
+pruning on per-epoch validation values, and two workers sharing a PostgreSQL study."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bench.errors import BenchError
+from bench.runner import RunEnv
+from bench.tuning import load_best, make_storage, search_space, tune, with_installed_driver
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 2, "sasrec.layers": 1}
+
+
+@pytest.fixture
+def env(tmp_path, data_root, cache):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(cache)  # share the session's dataset cache
+    return RunEnv(data_root, home)
+
+
+def study_of(env, name):
+    return optuna.load_study(study_name=name, storage=make_storage(None, env.home))
+
+
+def test_tiny_study_selects_on_validation_and_writes_best(env):
+    summary = tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides=TINY, study_name="s1")
+    study = study_of(env, "s1")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.user_attrs["budget"] == {"trials": 2, "timeout_s": None}
+    best = load_best(Path(summary["written_to"]))
+    assert best["best_value"] == max(t.value for t in study.trials)
+    assert set(best["params"]) == set(search_space("sasrec"))
+    assert best["overrides"]["trainer.epochs"] == 2 and best["metric"] == "Recall@20"
+    # each trial's value is its best per-epoch validation value, reported epoch by epoch
+    for t in study.trials:
+        assert set(t.intermediate_values) == {0, 1}
+        assert t.value == pytest.approx(max(t.intermediate_values.values()), abs=1e-4)
+    # nothing was evaluated on test, so no run record exists in the store
+    assert not list(env.store.records())
+    # same budget again: nothing more to do; a different budget for the same study is refused
+    tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides=TINY, study_name="s1")
+    assert len(study_of(env, "s1").trials) == 2
+    with pytest.raises(BenchError, match="budget"):
+        tune("sasrec", "scientific", "leave_one_out", env, trials=5, overrides=TINY, study_name="s1")
+
+
+def test_interrupted_study_resumes(env, monkeypatch):
+    import bench.tuning as tuning
+
+    real = tuning.validation_objective
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the machine went away mid-study
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "validation_objective", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        tune("sasrec", "scientific", "leave_one_out", env, trials=3, overrides=TINY, study_name="r")
+    states = [t.state for t in study_of(env, "r").trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1
+    summary = tune("sasrec", "scientific", "leave_one_out", env, trials=3, overrides=TINY, study_name="r")
+    study = study_of(env, "r")
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+    assert summary["trials"]["complete"] == 3
+    # the resumed sampler did not replay the first trial's suggestion
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert len(set(params)) == 3
+
+
+def test_reading_test_split_inside_tuning_raises(env, monkeypatch):
+    import bench.trainer as trainer
+
+    real_fit = trainer.fit
+    seen = []
+
+    def peeking_fit(model, split, *args, **kwargs):
+        with pytest.raises(BenchError, match="test split is locked"):
+            split.test  # noqa: B018
+        seen.append(split.test_unlocked)
+        return real_fit(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "fit", peeking_fit)
+    tune("sasrec", "scientific", "leave_one_out", env, trials=1, overrides=TINY, study_name="lock")
+    assert seen == [False]
+
+    def unlocking_fit(model, split, *args, **kwargs):
+        split.unlock_test()
+        return real_fit(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "fit", unlocking_fit)
+    with pytest.raises(BenchError, match="unlocked during tuning"):
+        tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides=TINY, study_name="lock2")
+
+
+class PruneSecond(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return trial.number == 1
+
+
+def test_pruner_stops_a_trial_after_its_first_epoch(env):
+    tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides={**TINY, "trainer.epochs": 3},
+         study_name="p", pruner=PruneSecond())
+    t0, t1 = study_of(env, "p").trials
+    assert t0.state == optuna.trial.TrialState.COMPLETE and set(t0.intermediate_values) == {0, 1, 2}
+    assert t1.state == optuna.trial.TrialState.PRUNED and set(t1.intermediate_values) == {0}
+
+
+def test_cli_tune_prints_best_params(env, tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    out = tmp_path / "best.json"
+    args = ["tune", "--model", "gru4rec", "--trials", "1", "--home", str(env.home), "--data-root",
+            str(env.data_root), "--out", str(out), "--study-name", "cli"]
+    for k, v in {**TINY, "gru4rec.layers": 1}.items():
+        if not k.startswith("sasrec"):
+            args += ["--set", f"{k}={v}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best params:" in result.output and "gru4rec.dropout" in result.output
+    assert json.loads(out.read_text())["model"] == "gru4rec"
+
+
+def test_driver_normalisation():
+    assert with_installed_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert with_installed_driver("postgresql://u@h:1/d").startswith("postgresql+psycopg")
+
+
+# ---------------------------------------------------------------- PostgreSQL, two workers
+
+
+def _pg_binaries() -> bool:
+    return bool(shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+@pytest.fixture(scope="module")
+def pg_dsn():
+    if os.environ.get("BENCH_TEST_PG_DSN"):
+        yield os.environ["BENCH_TEST_PG_DSN"]
+        return
+    if not _pg_binaries() and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql; in CI the script installs them)")
+    started = subprocess.run(["bash", str(REPO / ".ci" / "start_postgres.sh")], capture_output=True, text=True,
+                             timeout=900)
+    assert started.returncode == 0, started.stderr
+    env = dict(line.removeprefix("export ").split("=", 1) for line in started.stdout.splitlines()
+               if line.startswith("export "))
+    yield env["BENCH_TEST_PG_DSN"]
+    subprocess.run(["bash", str(REPO / ".ci" / "start_postgres.sh"), "stop", env["BENCH_TEST_PG_DIR"]],
+                   capture_output=True, timeout=120)
+
+
+def test_two_workers_share_one_postgres_study(pg_dsn, tmp_path, data_root, cache):
+    optuna.storages.RDBStorage(with_installed_driver(pg_dsn))  # create the schema once, before the workers
+    name = f"pg-{tmp_path.name}"
+    procs = []
+    for worker in (0, 1):
+        home = tmp_path / f"machine{worker}"
+        home.mkdir()
+        (home / "cache").symlink_to(cache)
+        cmd = [sys.executable, "-m", "bench", "tune", "--model", "sasrec", "--trials", "4", "--storage", pg_dsn,
+               "--study-name", name, "--worker", str(worker), "--home", str(home), "--data-root", str(data_root)]
+        for k, v in {**TINY, "trainer.epochs": 1}.items():
+            cmd += ["--set", f"{k}={v}"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+    study = optuna.load_study(study_name=name, storage=make_storage(pg_dsn, tmp_path))
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert 4 <= len(complete) <= 5  # a worker may start one trial just before the other finishes the 4th
+    assert {t.user_attrs["worker"] for t in complete} == {0, 1}
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == len(complete)
+    assert all("best params:" in out for out in outputs)
+
+
+def test_sampler_is_seeded(tmp_path, data_root, cache):
+    params = []
+    for i in range(2):
+        home = tmp_path / f"h{i}"
+        home.mkdir()
+        (home / "cache").symlink_to(cache)
+        e = RunEnv(data_root, home)
+        tune("gru4rec", "scientific", "leave_one_out", e, trials=1, study_name="seeded",
+             overrides={"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1})
+        params.append(study_of(e, "seeded").trials[0].params)
+    assert params[0] == params[1]
+
+
+def test_trial_waits_for_a_shared_stage_another_worker_trains(monkeypatch):
+    from types import SimpleNamespace
+
+    import bench.runner as runner
+    from bench.progress import SILENT
+    from bench.store import RunBusy
+    from bench.tuning import _shared_stage_waiting
+
+    calls = []
+
+    def busy_twice(*args):
+        calls.append(args)
+        if len(calls) < 3:
+            raise RunBusy("stage folder")
+        return "reused"
+
+    monkeypatch.setattr(runner, "_shared_stage", busy_twice)
+    env = SimpleNamespace(reporter=SILENT)
+    assert _shared_stage_waiting("m", "spec", env, "split", "pretrain", 20, poll_s=0) == "reused"
+    assert len(calls) == 3
