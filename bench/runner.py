@@ -122,8 +122,20 @@ def _stage_data(env: RunEnv, ds: Dataset, split: Split, max_len: int, feature_pa
     return StageData(ds.content_hash, split, ctx)
 
 
-def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
-    started = time.perf_counter()
+@dataclass
+class Trained:
+    """A model after all its stages, with what the evaluation and the record need."""
+
+    model: SeqRecModel
+    fits: dict[str, FitResult]
+    device: torch.device
+    stages: tuple[str, ...]
+    sources: list[str] | None
+
+
+def train_stages(spec: RunSpec, env: RunEnv, run_dir: Path | None = None) -> Trained:
+    """Every stage of `spec`'s model, earlier stages shared through the store. The final stage
+    resumes from `run_dir` checkpoints when given. Never touches the test split."""
     ds, split, protocol = env.dataset(spec.dataset), env.split(spec), env.protocol(spec)
     model_cls = get_model_class(spec.model)
     config = model_cls.Config(**spec.model_params)
@@ -139,7 +151,6 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
             same_feature_space(source.ctx.features, target.ctx.features, f"{spec.model} cross-domain transfer")
     stages = model_cls.stages_for(config)
     device = resolve_device(spec.trainer[stages[-1]].device)
-    env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}, {device}")
     fits: dict[str, FitResult] = {}
     state, model = None, None
     for i, stage in enumerate(stages):
@@ -155,9 +166,21 @@ def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
         if not last:
             fits[stage] = _shared_stage(model, spec, env, data, stage, max_len)
         elif not (getattr(protocol.config, "mode", None) == "zero_shot" and i > 0):
+            checkpoint = run_dir / f"{stage}.ckpt" if run_dir is not None else None
             fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
-                              env.store.run_dir(key) / f"{stage}.ckpt", env.reporter, env.on_epoch)
+                              checkpoint, env.reporter, env.on_epoch)
         state = model.transferable_state()
+    return Trained(model, fits, device, stages, sources)
+
+
+def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
+    started = time.perf_counter()
+    ds, split, protocol = env.dataset(spec.dataset), env.split(spec), env.protocol(spec)
+    max_len = spec.protocol_params["max_len"]
+    env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}")
+    trained = train_stages(spec, env, env.store.run_dir(key))
+    model, fits, device, stages, sources = (trained.model, trained.fits, trained.device, trained.stages,
+                                            trained.sources)
     cand_dir = cache_dir(env.home) / "candidates"
     valid = evaluate(model, split.valid, max_len, spec.evaluation, device,
                      candidates=for_split(split, "valid", split.valid, ds.content_hash, cand_dir))
@@ -192,11 +215,11 @@ def _shared_stage(model: SeqRecModel, spec: RunSpec, env: RunEnv, data: StageDat
     })
     folder = env.store.stage_dir(stage_key)
     weights = folder / "weights.pt"
-    if weights.exists():
-        model.load_transferable(torch.load(weights, weights_only=True))
-        env.reporter.info(f"{stage}: reusing stored stage {stage_key}")
-        return FitResult(**torch.load(folder / "result.pt", weights_only=False))
-    with env.store.claim(folder):
+    with env.store.claim(folder, wait=True):  # another process training this stage: wait, then reuse
+        if weights.exists():
+            model.load_transferable(torch.load(weights, weights_only=True))
+            env.reporter.info(f"{stage}: reusing stored stage {stage_key}")
+            return FitResult(**torch.load(folder / "result.pt", weights_only=False))
         result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, PRETRAIN_SEED, max_len,
                      folder / "resume.ckpt", env.reporter)
         atomic_write(folder / "result.pt", lambda f: torch.save(result.__dict__, f))

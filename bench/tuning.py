@@ -164,38 +164,18 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
     import torch
 
     from bench.evaluator import evaluate
-    from bench.model import ModelContext, get_model_class
-    from bench.runner import PRETRAIN_SEED
-    from bench.seeding import seed_everything
-    from bench.trainer import fit, resolve_device
+    from bench.runner import train_stages
 
-    ds, split = env.dataset(spec.dataset), env.split(spec)
-    model_cls = get_model_class(spec.model)
-    config = model_cls.Config(**spec.model_params)
+    split = env.split(spec)
     max_len = spec.protocol_params["max_len"]
-    feature_params = model_cls.needs_features(config)
-    ctx = ModelContext(
-        n_items=ds.n_items, max_len=max_len, train_item_counts=split.train.item_counts(ds.n_items),
-        features=env.features(spec.dataset, feature_params) if feature_params is not None else None,
-    )
-    stages = model_cls.stages_for(config)
-    final_cfg = spec.trainer[stages[-1]]
-    device = resolve_device(final_cfg.device)
-    state, model, result = None, None, None
-    for i, stage in enumerate(stages):
-        seed_everything(spec.seed if i == len(stages) - 1 else PRETRAIN_SEED)
-        model = model_cls(config, ctx).to(device)
-        model.set_stage(stage)
-        if state is not None:
-            model.load_transferable(state)
-        if not model.trainable:
-            break
-        if i < len(stages) - 1:
-            _shared_stage_waiting(model, spec, env, split, stage, max_len)  # stored once, shared by trials
-        else:
-            result = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
-                         None, env.reporter, on_epoch=on_epoch)
-        state = model.transferable_state()
+    previous, env.on_epoch = env.on_epoch, on_epoch
+    try:
+        trained = train_stages(spec, env)  # no resume checkpoints: a trial is cheap to redo
+    finally:
+        env.on_epoch = previous
+    model, device = trained.model, trained.device
+    final_cfg = spec.trainer[trained.stages[-1]]
+    result = trained.fits.get(trained.stages[-1])
     if split.test_unlocked:
         raise BenchError("the test split was unlocked during tuning; selection must use validation only")
     if result is None:  # an untrainable model (e.g. popularity): one validation pass
@@ -207,19 +187,6 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
         out = {"value": result.best_value, "best_epoch": result.best_epoch, "history": result.history}
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return {**out, "metric": final_cfg.valid_metric}
-
-
-def _shared_stage_waiting(model, spec, env, split, stage, max_len, poll_s: float = 5.0):
-    """The runner's shared earlier stage; if another worker is training it, wait and reuse it."""
-    from bench.runner import _shared_stage
-    from bench.store import RunBusy
-
-    while True:
-        try:
-            return _shared_stage(model, spec, env, split, stage, max_len)
-        except RunBusy:
-            env.reporter.info(f"{stage}: another worker is training this stage; waiting for it")
-            time.sleep(poll_s)
 
 
 # ---------------------------------------------------------------- the study

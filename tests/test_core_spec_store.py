@@ -65,3 +65,27 @@ def test_claim_is_exclusive(tmp_path):
                 pass
     with store.claim(store.run_dir("x")):  # released after use
         pass
+
+
+def test_waiting_claim_blocks_until_the_other_process_releases(tmp_path):
+    """A shared pre-training stage held by another worker: wait=True waits, then gets it."""
+    import subprocess
+    import sys
+    import time
+
+    store = ResultStore(tmp_path)
+    folder = store.stage_dir("s")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from bench.store import ResultStore\n"
+        f"s = ResultStore(Path({str(tmp_path)!r}))\n"
+        "with s.claim(s.stage_dir('s')):\n    print('held', flush=True); time.sleep(2)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunBusy):
+        with store.claim(folder):
+            pass
+    start = time.perf_counter()
+    with store.claim(folder, wait=True):
+        waited = time.perf_counter() - start
+    holder.wait()
+    assert waited > 0.5

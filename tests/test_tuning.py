@@ -83,7 +83,7 @@ def test_interrupted_study_resumes(env, monkeypatch):
 
 
 def test_reading_test_split_inside_tuning_raises(env, monkeypatch):
-    import bench.trainer as trainer
+    import bench.runner as trainer  # tuning trains through the runner's stage loop
 
     real_fit = trainer.fit
     seen = []
@@ -202,25 +202,3 @@ def test_sampler_is_seeded(tmp_path, data_root, cache):
              overrides={"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1})
         params.append(study_of(e, "seeded").trials[0].params)
     assert params[0] == params[1]
-
-
-def test_trial_waits_for_a_shared_stage_another_worker_trains(monkeypatch):
-    from types import SimpleNamespace
-
-    import bench.runner as runner
-    from bench.progress import SILENT
-    from bench.store import RunBusy
-    from bench.tuning import _shared_stage_waiting
-
-    calls = []
-
-    def busy_twice(*args):
-        calls.append(args)
-        if len(calls) < 3:
-            raise RunBusy("stage folder")
-        return "reused"
-
-    monkeypatch.setattr(runner, "_shared_stage", busy_twice)
-    env = SimpleNamespace(reporter=SILENT)
-    assert _shared_stage_waiting("m", "spec", env, "split", "pretrain", 20, poll_s=0) == "reused"
-    assert len(calls) == 3

@@ -13,9 +13,8 @@ class Progress:
         self.every, self.start, self.last_line = every_seconds, time.perf_counter(), time.perf_counter()
         self.bar = None
         if enabled and total > 0 and sys.stderr.isatty():
-            from rich.progress import Progress as RichProgress
-
             from rich.errors import LiveError
+            from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(transient=True)
             try:
