@@ -63,9 +63,14 @@ def validated(cls: type[BaseModel], values: dict[str, Any], where: str) -> BaseM
     try:
         return cls(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise BenchError(f"option {where}.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+        raise BenchError(f"option {where}.{first_error(exc)}") from None
+
+
+def first_error(exc: ValidationError) -> str:
+    """'field.path: message (got value)' for the first error pydantic reports."""
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
 
 
 def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: dict[str, Any]) -> RunSpec:

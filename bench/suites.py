@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import BenchError
-from bench.spec import RunSpec, build_spec
+from bench.spec import RunSpec, build_spec, first_error
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 BUDGETS = ("quick", "full")
@@ -186,9 +186,7 @@ def load_suite(name: str) -> Suite:
     try:
         return Suite(**data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise BenchError(f"{path}: {loc}: {err['msg']}") from None
+        raise BenchError(f"{path}: {first_error(exc)}") from None
 
 
 # ---------------------------------------------------------------- cells
