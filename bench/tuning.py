@@ -276,8 +276,9 @@ def tune(
                 "or --change-budget to extend this study (recorded)"
             )
     else:
-        study.set_user_attr("setup", declared)
+        # budget before setup: a worker that sees "setup" must also see the budget
         study.set_user_attr("budget", budget)
+        study.set_user_attr("setup", declared)
     stale = _fail_dead_local_trials(study)
     if stale:
         env.reporter.info(f"study {name}: marked {stale} trial(s) of dead workers as failed")
