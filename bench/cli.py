@@ -152,8 +152,11 @@ def data_add(
     """Build a dataset from raw Amazon 2014/2018 files and register it under NAME."""
     from bench.data.stats import dataset_stats
     from bench.data.user_datasets import add_raw_dataset
+    from bench.progress import Reporter
 
-    ds = add_raw_dataset(name, raw_dir, category, bench_home(home), k_core, image_dir, skip_bad_lines)
+    with Reporter() as reporter:
+        ds = add_raw_dataset(name, raw_dir, category, bench_home(home), k_core, image_dir, skip_bad_lines,
+                             reporter)
     console.print(f"added dataset {name!r}: {dataset_stats(ds)}")
 
 

@@ -7,11 +7,14 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from bench.data.amazon_raw import k_core, read_amazon_raw
+from bench.data.amazon_raw import read_amazon_raw
 from bench.data.catalog import load_dataset
 from bench.data.cli_commands import list_datasets
+from bench.data.interaction_log import InteractionLog, k_core_mask, keep_last
 from bench.data.user_datasets import add_raw_dataset
 from bench.errors import BenchError
 from bench.paths import cache_dir
@@ -91,12 +94,43 @@ def test_duplicates_keep_last(tmp_path):
     assert seq == ["B", "C", "A"] and ds.n_interactions == 9
 
 
+def k_core(pairs, k):
+    log = InteractionLog()
+    for n, (u, i) in enumerate(pairs):
+        log.add(u, i, 0, n)
+    cols = log.columns()
+    keep = k_core_mask(cols["user"], cols["item"], k)
+    return {pairs[n] for n in np.flatnonzero(keep)}
+
+
 def test_k_core_is_iterated_until_stable():
     # round 1 drops user x and item S; then c has one interaction left, so c goes, and with it
     # item P falls to one interaction and goes too: only a and b on Q and R remain
     pairs = [("a", "P"), ("x", "Q"), ("a", "Q"), ("b", "Q"), ("b", "R"), ("a", "R"), ("c", "P"), ("c", "S")]
     assert k_core(pairs, 2) == {("a", "Q"), ("b", "Q"), ("a", "R"), ("b", "R")}
     assert k_core([("a", "P")], 2) == set()
+
+
+def test_keep_last_and_k_core_match_a_pandas_oracle():
+    rng = np.random.default_rng(0)
+    n = 5000
+    df = pd.DataFrame({"user": rng.integers(0, 1500, n), "item": rng.integers(0, 200, n),
+                       "time": rng.integers(0, 50, n), "line": np.arange(n)})
+    cols = {k: df[k].to_numpy() for k in df}
+    ours = df.iloc[keep_last(cols)].sort_values(["user", "item"]).reset_index(drop=True)
+    oracle = (df.sort_values(["time", "line"]).groupby(["user", "item"], as_index=False).last()
+              .sort_values(["user", "item"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(ours[oracle.columns], oracle, check_dtype=False)
+    core = ours.iloc[np.flatnonzero(k_core_mask(ours["user"].to_numpy(), ours["item"].to_numpy(), 3))]
+    expect = ours
+    while True:  # the textbook loop, on pandas
+        small = expect[(expect.groupby("user")["item"].transform("size") >= 3)
+                       & (expect.groupby("item")["user"].transform("size") >= 3)]
+        if len(small) == len(expect):
+            break
+        expect = small
+    assert 0 < len(core) < len(ours)
+    pd.testing.assert_frame_equal(core.reset_index(drop=True), expect.reset_index(drop=True))
 
 
 def test_2014_python_literal_meta_and_image_folder(tmp_path):

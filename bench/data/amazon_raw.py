@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.data.dataset import Dataset, from_sequences
+from bench.data.interaction_log import InteractionLog, k_core_mask, keep_last, sorted_ids
 from bench.data.raw_lines import LineStats, read_csv_rows, read_records
 from bench.data.text_segments import MAX_SEGMENTS, assemble_segments, clean_text, split_sentences
 from bench.errors import BenchError
@@ -64,16 +66,9 @@ def review_time(record: dict) -> int:
     raise KeyError("unixReviewTime")
 
 
-def read_interactions(
-    files: RawFiles, stats: LineStats, skip_bad_lines: bool
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """(user, item) -> (time, line): a later interaction with the same pair replaces the earlier."""
-    pairs: dict[tuple[str, str], tuple[int, int]] = {}
-
-    def keep_last(user: str, item: str, time: int, lineno: int) -> None:
-        key = (user, item)
-        if key not in pairs or (time, lineno) >= pairs[key]:
-            pairs[key] = (time, lineno)
+def read_interactions(files: RawFiles, stats: LineStats, skip_bad_lines: bool, progress=None) -> InteractionLog:
+    """Every interaction line, as integer columns (duplicates are resolved later, see keep_last)."""
+    log = InteractionLog()
 
     def bad(lineno: int, why: str) -> None:
         if not skip_bad_lines:
@@ -84,31 +79,19 @@ def read_interactions(
         stats.first_skipped = stats.first_skipped or f"{files.interactions}:{lineno}"
 
     if files.kind == "reviews":
-        for lineno, rec in read_records(files.interactions, stats, skip_bad_lines):
+        for lineno, rec in read_records(files.interactions, stats, skip_bad_lines, progress=progress):
             try:
-                keep_last(str(rec["reviewerID"]), str(rec["asin"]), review_time(rec), lineno)
+                log.add(str(rec["reviewerID"]), str(rec["asin"]), review_time(rec), lineno)
             except (KeyError, ValueError, TypeError) as exc:
                 bad(lineno, f"review without a usable {exc} field")
     else:
         col = {name: i for i, name in enumerate(files.csv_columns)}
-        for lineno, row in read_csv_rows(files.interactions, stats):
+        for lineno, row in read_csv_rows(files.interactions, stats, progress=progress):
             try:
-                keep_last(row[col["user"]], row[col["item"]], int(float(row[col["time"]])), lineno)
+                log.add(row[col["user"]], row[col["item"]], int(float(row[col["time"]])), lineno)
             except (IndexError, ValueError):
                 bad(lineno, f"expected {','.join(files.csv_columns)}, got {','.join(row)[:80]!r}")
-    return pairs
-
-
-def k_core(pairs: list[tuple[str, str]], k: int) -> set[tuple[str, str]]:
-    """Drop users and items with fewer than k interactions, repeatedly, until none is left to drop."""
-    kept = set(pairs)
-    while True:
-        users = Counter(u for u, _ in kept)
-        items = Counter(i for _, i in kept)
-        smaller = {(u, i) for u, i in kept if users[u] >= k and items[i] >= k}
-        if len(smaller) == len(kept):
-            return kept
-        kept = smaller
+    return log
 
 
 def text_of(version: str, meta: dict) -> list[str]:
@@ -166,28 +149,30 @@ def read_amazon_raw(
     k_core_min: int = 5,
     image_dir: Path | None = None,
     skip_bad_lines: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> Dataset:
+    """`progress(fraction)` is called as the interaction file is read (fraction of its bytes)."""
     files = find_raw_files(raw_dir, category)
     inter_stats, meta_stats = LineStats(), LineStats()
-    pairs = read_interactions(files, inter_stats, skip_bad_lines)
-    kept = k_core(list(pairs), k_core_min)
-    if not kept:
+    log = read_interactions(files, inter_stats, skip_bad_lines, progress)
+    raw = log.columns()
+    kept = keep_last(raw)
+    cols = {k: v[kept] for k, v in raw.items()}
+    core = k_core_mask(cols["user"], cols["item"], k_core_min)
+    if not core.any():
         raise BenchError(
             f"{files.interactions}: no interactions left after {k_core_min}-core filtering "
-            f"({len(pairs)} user-item pairs before); use a smaller k_core"
+            f"({len(cols['user'])} user-item pairs before); use a smaller k_core"
         )
-    by_user: dict[str, list[tuple[int, int, str]]] = {}
-    for user, item in kept:
-        time, lineno = pairs[(user, item)]
-        by_user.setdefault(user, []).append((time, lineno, item))
-    item_names = sorted({i for _, i in kept})
-    item_id = {asin: n + 1 for n, asin in enumerate(item_names)}
-    user_names = sorted(by_user)
-    seqs, stamps = [], []
-    for user in user_names:
-        events = sorted(by_user[user])
-        seqs.append(np.array([item_id[i] for _, _, i in events], dtype=np.int64))
-        stamps.append(np.array([t for t, _, _ in events], dtype=np.int64))
+    n_pairs = len(cols["user"])
+    cols = {k: v[core] for k, v in cols.items()}
+    item_of, item_names = sorted_ids(cols["item"], log.names("item"))
+    user_of, user_names = sorted_ids(cols["user"], log.names("user"))
+    user, item = user_of[cols["user"]], item_of[cols["item"]]
+    order = np.lexsort((cols["line"], cols["time"], user))  # chronological per user, ties in file order
+    cuts = np.cumsum(np.bincount(user[order] - 1, minlength=len(user_names)))[:-1]
+    seqs = np.split(item[order], cuts)
+    timestamps = cols["time"][order]
     meta = read_meta(files, set(item_names), meta_stats, skip_bad_lines)
     texts = [text_of(files.version, meta[a]) if a in meta else [] for a in item_names]
     images, sources = [], Counter()
@@ -205,7 +190,7 @@ def read_amazon_raw(
         item_names,
         user_names,
         seqs,
-        timestamps=np.concatenate(stamps),
+        timestamps=timestamps,
         item_text=texts,
         item_images=images,
     )
@@ -213,7 +198,7 @@ def read_amazon_raw(
         {
             "source": f"Amazon {files.version} {category} ({files.interactions.name}, {files.meta.name})",
             "k_core": k_core_min,
-            "pairs_before_k_core": len(pairs),
+            "pairs_before_k_core": n_pairs,
             "lines_read": {"interactions": inter_stats.read, "meta": meta_stats.read},
             "lines_skipped": {"interactions": inter_stats.skipped, "meta": meta_stats.skipped},
             "first_skipped_line": inter_stats.first_skipped or meta_stats.first_skipped,

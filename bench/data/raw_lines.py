@@ -30,6 +30,25 @@ def open_text(path: Path):
     )
 
 
+PROGRESS_EVERY = 100_000  # lines between progress callbacks
+
+
+def fraction_read(f, size: int) -> float:
+    """How far through the file (on-disk bytes, compressed for .gz) a text stream has read."""
+    raw = getattr(f.buffer, "fileobj", None) or f.buffer  # GzipFile -> the underlying file
+    return raw.tell() / max(size, 1)
+
+
+def _lines(f, path: Path, progress: Callable[[float], None] | None) -> Iterator[tuple[int, str]]:
+    size = path.stat().st_size
+    for lineno, line in enumerate(f, 1):
+        if progress is not None and lineno % PROGRESS_EVERY == 0:
+            progress(fraction_read(f, size))
+        yield lineno, line
+    if progress is not None:
+        progress(1.0)
+
+
 def parse_record(line: str, allow_python_literal: bool) -> dict:
     """One JSON object; Amazon 2014 metadata lines are Python literals (single quotes)."""
     try:
@@ -52,13 +71,14 @@ def read_records(
     skip_bad_lines: bool = False,
     allow_python_literal: bool = False,
     wanted: Callable[[str], bool] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield (line number, record) for each non-blank line; `wanted` may reject a raw line before
     it is parsed (parsing Python literals is slow and a category's metadata file is large)."""
     lineno = 0
     try:
         with open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
+            for lineno, line in _lines(f, path, progress):
                 if not line.strip() or (wanted is not None and not wanted(line)):
                     continue
                 try:
@@ -82,13 +102,15 @@ def read_records(
         raise BenchError(f"{path}:{lineno + 1}: not UTF-8 text ({exc.reason})") from None
 
 
-def read_csv_rows(path: Path, stats: LineStats) -> Iterator[tuple[int, list[str]]]:
+def read_csv_rows(
+    path: Path, stats: LineStats, progress: Callable[[float], None] | None = None
+) -> Iterator[tuple[int, list[str]]]:
     """Comma-separated rows of a ratings file (Amazon's ratings-only files use no quoting);
     the caller judges each row, so it can report or skip it with its line number."""
     lineno = 0
     try:
         with open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
+            for lineno, line in _lines(f, path, progress):
                 if line.strip():
                     stats.read += 1
                     yield lineno, line.rstrip("\r\n").split(",")

@@ -17,6 +17,7 @@ from bench.data.dataset import Dataset
 from bench.errors import BenchError
 from bench.hashing import file_sha256
 from bench.paths import cache_dir
+from bench.progress import SILENT, Reporter
 
 
 def registry_path(cache: Path, name: str) -> Path:
@@ -38,6 +39,7 @@ def add_raw_dataset(
     k_core: int = 5,
     image_dir: str | Path | None = None,
     skip_bad_lines: bool = False,
+    reporter: Reporter = SILENT,
 ) -> Dataset:
     """Build a Dataset from raw Amazon files, cache it and register `name` under `home`."""
     check_name(name)
@@ -57,13 +59,18 @@ def add_raw_dataset(
         "image_dir": str(image_dir) if image_dir else None,
         "skip_bad_lines": skip_bad_lines,
     }
-    ds = build_cached(
-        name,
-        params,
-        checksums,
-        lambda: read_amazon_raw(raw_dir, category, name, k_core, image_dir, skip_bad_lines),
-        cache,
-    )
+    def build() -> Dataset:
+        task = reporter.task(f"reading {files.interactions.name}", total=1000)  # permille of its bytes
+
+        def progress(fraction: float) -> None:
+            task.advance(round(fraction * 1000) - task.done)
+
+        try:
+            return read_amazon_raw(raw_dir, category, name, k_core, image_dir, skip_bad_lines, progress)
+        finally:
+            task.close()
+
+    ds = build_cached(name, params, checksums, build, cache)
     write_json(
         registry_path(cache, name),
         {
