@@ -1,3 +1,15 @@
 """Reimplemented baselines; importing this package registers them."""
 
-from baselines import bert4rec, cl4srec, duorec, gru4rec, pop, s3rec, sasrec, sasrec_bce  # noqa: F401
+from baselines import (  # noqa: F401
+    bert4rec,
+    cl4srec,
+    duorec,
+    fdsa,
+    gru4rec,
+    pop,
+    s3rec,
+    sasrec,
+    sasrec_bce,
+    sasrecm,
+    unisrec,
+)
