@@ -15,12 +15,12 @@ embedding and input LayerNorm (RecBole shares one of each between the streams).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from baselines.feature_mlp import ContentConfig, ItemFeatureMLPs
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.model import MODELS, ModelContext, SeqRecModel, last_position
+from bench.softmax_ce import softmax_ce
 
 
 class FDSAConfig(ContentConfig):
@@ -82,8 +82,7 @@ class FDSA(SeqRecModel):
         out = self.encode(batch["input"])
         target = batch["target"]
         keep = target > 0
-        logits = out[keep] @ self.item_emb.weight[1:].T  # the padding item is never a class
-        return F.cross_entropy(logits.float(), target[keep] - 1)
+        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)  # padding is never a class
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

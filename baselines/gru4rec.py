@@ -9,11 +9,11 @@ position) train exactly the same (prefix -> next item) pairs as 'prefix' rows.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.softmax_ce import softmax_ce
 
 
 class GRU4RecConfig(ModelConfig):
@@ -55,8 +55,7 @@ class GRU4Rec(SeqRecModel):
         out = self.encode(batch["input"])
         target = batch["target"]
         keep = target > 0
-        logits = out[keep] @ self.item_emb.weight[1:].T
-        return F.cross_entropy(logits.float(), target[keep] - 1)
+        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

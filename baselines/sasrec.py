@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.softmax_ce import softmax_ce
 
 
 class SASRecConfig(ModelConfig):
@@ -43,8 +43,7 @@ class SASRec(SeqRecModel):
         out = self.encode(batch["input"])
         target = batch["target"]
         keep = target > 0
-        logits = out[keep] @ self.item_emb.weight[1:].T  # the padding item is never a class
-        return F.cross_entropy(logits.float(), target[keep] - 1)
+        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)  # padding is never a class
 
     def score(self, history, lengths):
         h = last_position(self.encode(history), lengths)

@@ -9,12 +9,12 @@ their own MLP dropout and the candidate table is recomputed (with its own dropou
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from baselines.feature_mlp import ContentConfig, ItemFeatureMLPs
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.model import MODELS, ModelContext, SeqRecModel, last_position
+from bench.softmax_ce import softmax_ce
 
 
 class SASRecMConfig(ContentConfig):
@@ -53,8 +53,7 @@ class SASRecM(SeqRecModel):
         out = self.encode(batch["input"])
         target = batch["target"]
         keep = target > 0
-        logits = out[keep] @ self.item_vectors()[1:].T  # the padding item is never a class
-        return F.cross_entropy(logits.float(), target[keep] - 1)
+        return softmax_ce(out[keep], self.item_vectors()[1:], target[keep] - 1)  # padding is never a class
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_vectors().T

@@ -40,6 +40,7 @@ from baselines.seqops import last_target
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.softmax_ce import softmax_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import nip_loss, normalize, same_target_pairs
 
@@ -312,5 +313,4 @@ class UniSRec(SeqRecModel):
         out = self.encoder(self.seq_input(seq))[keep]
         cand = self.item_reps()[1:]  # the padding item is never a class
         with _full_precision(out.device):
-            logits = normalize(out) @ normalize(cand).T / self.config.tau
-            return F.cross_entropy(logits, target[keep] - 1)
+            return softmax_ce(normalize(out) / self.config.tau, normalize(cand), target[keep] - 1)
