@@ -12,4 +12,5 @@ from baselines import (  # noqa: F401
     sasrec_bce,
     sasrecm,
     unisrec,
+    vqrec,
 )

@@ -14,7 +14,7 @@ from bench.paths import bench_home, data_root
 
 DataRoot = typer.Option(None, "--data-root", help="Folder of raw datasets (else $BENCH_DATA_ROOT, else ../shared/data).")
 Home = typer.Option(None, "--home", help="Caches, results store and studies (else $BENCH_HOME, else ./.bench).")
-BudgetOpt = typer.Option("full", "--budget", help="full, or quick (the suite's quick section: fewer epochs/seeds).")
+BudgetOpt = typer.Option("full", "--budget", help="full; cpu (capped epochs, every user); quick (fewer users, epochs, seeds).")
 
 suite_app = typer.Typer(no_args_is_help=True, help="Declarative experiment suites (bench/suites/*.yaml).")
 

@@ -24,7 +24,7 @@ from bench.errors import BenchError
 from bench.spec import RunSpec, build_spec, first_error
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-BUDGETS = ("quick", "full")
+BUDGETS = ("quick", "cpu", "full")
 DEFAULT_METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"]
 
 
@@ -72,6 +72,8 @@ class Suite(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     significance: Significance = Field(default_factory=Significance)
     quick: Budget = Field(default_factory=Budget)
+    # a budget a 2-core CPU finishes in about an hour: every user, capped epochs and patience
+    cpu: Budget = Field(default_factory=Budget)
     full: Budget = Field(default_factory=Budget)
 
     @model_validator(mode="after")
@@ -129,7 +131,7 @@ class Suite(BaseModel):
     def budget(self, name: str) -> Budget:
         if name not in BUDGETS:
             raise BenchError(f"unknown budget {name!r}; valid: {', '.join(BUDGETS)}")
-        return self.quick if name == "quick" else self.full
+        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
 
 
 def budget_label(budget: str) -> str:
-    return "quick budget" if budget == "quick" else "full budget"
+    return f"{budget} budget"
 
 
 @dataclass
