@@ -22,14 +22,17 @@ thread count (one knob for the whole run, as bench.determinism assumes) and rest
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import torch
 
 from bench.errors import BenchError
+
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU-feature probe at INFO
+import faiss  # noqa: E402
 
 
 @dataclass(frozen=True)
