@@ -211,24 +211,27 @@ def table(
 
 def plot(
     name: str = typer.Argument(..., help="Suite name or YAML path."),
-    kind: str = typer.Option("all", help="curves (per-epoch validation), sensitivity (sweeps), or all."),
+    kind: str = typer.Option("all", help="curves (per-epoch validation), stages (loss and validation per stage "
+                             "of pre-trained models), sensitivity (sweeps), or all."),
     budget: str = BudgetOpt,
     out_dir: Path = typer.Option(Path("results/figures"), "--out-dir", help="Folder for the PNG and PDF files."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
     """Draw a suite's per-epoch validation curves and sensitivity curves (PNG and PDF)."""
-    from bench.plots import sensitivity_curves, validation_curves
+    from bench.plots import sensitivity_curves, stage_curves, validation_curves
     from bench.runner import RunEnv
     from bench.suites import load_suite
 
-    if kind not in ("curves", "sensitivity", "all"):
-        raise BenchError(f"--kind {kind!r}: valid: curves, sensitivity, all")
+    if kind not in ("curves", "stages", "sensitivity", "all"):
+        raise BenchError(f"--kind {kind!r}: valid: curves, stages, sensitivity, all")
     suite = load_suite(name)
     env = RunEnv(data_root(data_root_), bench_home(home))
     written = []
     if kind in ("curves", "all"):
         written += validation_curves(suite, env, budget, out_dir)
+    if kind in ("stages", "all"):
+        written += stage_curves(suite, env, budget, out_dir)
     if kind in ("sensitivity", "all"):
         written += sensitivity_curves(suite, env, budget, out_dir)
     if not written:

@@ -72,6 +72,44 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
     return written
 
 
+def stage_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
+    """One figure per dataset for the multi-stage arms: training loss and validation metric per
+    epoch of every stage (pre-training is shared by the seeds; fine-tuning is the seeds' mean)."""
+    plt = _plt()
+    curves: dict[str, dict[tuple, dict[str, list[list[dict]]]]] = {}
+    for cell, record in _complete_records(suite, env, budget):
+        history = record.get("history") or {}
+        if len(history) < 2:
+            continue
+        per_stage = curves.setdefault(cell.dataset, {}).setdefault(cell.arm, {})
+        for stage, epochs in history.items():
+            per_stage.setdefault(stage, []).append(epochs)
+    written = []
+    for dataset, arms in curves.items():
+        stages = list(dict.fromkeys(st for arm in arms.values() for st in arm))
+        fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 6), squeeze=False)
+        for col, stage in enumerate(stages):
+            for arm, per_stage in arms.items():
+                runs = per_stage.get(stage)
+                if not runs:
+                    continue
+                metric = next(k for k in runs[0][0] if "@" in k)
+                for row, key in enumerate(("loss", metric)):
+                    n = max(len(r) for r in runs)
+                    padded = np.full((len(runs), n), np.nan)
+                    for i, r in enumerate(runs):
+                        padded[i, : len(r)] = [h[key] for h in r]
+                    axes[row, col].plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=2,
+                                        label=suite.arm_label(arm))
+                    axes[row, col].set_ylabel(f"{stage}: {'training loss' if key == 'loss' else 'validation ' + key}")
+            axes[1, col].set_xlabel(f"{stage} epoch")
+        axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        fig.suptitle(f"{suite.title}: {dataset} ({budget_label(budget)})", fontsize=9)
+        written += _save(fig, out_dir / f"{suite.name}-{budget}-stages-{dataset}")
+        plt.close(fig)
+    return written
+
+
 def sensitivity_curves(suite: Suite, env, budget: str, out_dir: Path, split: str = "test") -> list[Path]:
     """One figure per (sweep key, dataset): each metric's mean +- std over seeds vs the value."""
     plt = _plt()

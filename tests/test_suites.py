@@ -226,3 +226,22 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path, env, monkeypatch):
                                       "--data-root", str(env.data_root)])
     assert result.exit_code == 1
     assert "executed 1" in result.output and "failed 1" in result.output and "boom" in result.output
+
+
+def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
+    from bench.plots import stage_curves
+
+    path = write_suite(tmp_path, models=["sasrec"], metrics=["Recall@20"])
+    suite = load_suite(str(path))
+    save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
+    assert stage_curves(suite, env, "full", tmp_path / "none") == []  # one stage: nothing to draw
+    for c in cells(suite):  # the same cells, now with a pre-training stage in their history
+        spec = c.spec(suite.protocol)
+        record = _fake_record(spec, {"Recall@20": 0.1}, [0.1, 0.2])
+        record["history"] = {stage: [{"epoch": i, "loss": 5.0 - i, "Recall@20": 0.1 * i} for i in range(4)]
+                             for stage in ("pretrain", "finetune")}
+        env.store.save(run_hash(spec, env), record, {"valid": {"Recall@20": np.full(200, 0.1)},
+                                                      "test": {"Recall@20": np.full(200, 0.1)}})
+    written = stage_curves(suite, env, "full", tmp_path / "figs")
+    assert sorted(p.name for p in written) == ["tiny-full-stages-scientific.pdf", "tiny-full-stages-scientific.png"]
+    assert (tmp_path / "figs" / "tiny-full-stages-scientific.png").read_bytes()[:4] == b"\x89PNG"
