@@ -33,6 +33,7 @@ class Row:
     stds: dict[str, float] = field(default_factory=dict)
     marks: dict[str, set] = field(default_factory=dict)  # metric -> {"best", "second", "sig"}
     tuned_from: str | None = None
+    cost: dict[str, Any] = field(default_factory=dict)  # parameters, best epoch, s/epoch per stage
 
     @property
     def n_done(self) -> int:
@@ -69,6 +70,7 @@ class SuiteTable:
                     "runs": {str(s): h for s, h in r.seeds.items()},
                     "mean": r.means, "std": r.stds,
                     "marks": {m: sorted(v) for m, v in r.marks.items()},
+                    "cost": r.cost,
                 }
                 for r in self.rows
             ],
@@ -104,6 +106,7 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
                 row.means[m] = float(np.mean(vals))
                 row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             row.marks[m] = set()
+        row.cost = run_cost([records[h] for h in row.seeds.values() if h is not None])
     for d in datasets:
         ds_rows = [r for r in rows if r.dataset == d]
         for m in suite.metrics:
@@ -113,6 +116,36 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
     table.caption = caption(table)
     return table
+
+
+def run_cost(records: list[dict]) -> dict[str, Any]:
+    """Trainable parameters, mean best epoch (final stage) and mean s/epoch of each stage."""
+    if not records:
+        return {}
+    stages = [k for k, v in records[0].get("timings", {}).items() if isinstance(v, dict) and "s_per_epoch" in v]
+    best = [r["best_epoch"] for r in records if r.get("best_epoch") is not None]
+    return {
+        "parameters": records[0].get("parameters"),
+        "best_epoch": float(np.mean(best)) + 1 if best else None,  # 1-based, as epochs are counted
+        "s_per_epoch": {st: float(np.mean([r["timings"][st]["s_per_epoch"] for r in records])) for st in stages},
+    }
+
+
+def render_costs(table: SuiteTable) -> str:
+    """Markdown: what each row cost (the machine is in the records' provenance)."""
+    several = len({r.dataset for r in table.rows}) > 1
+    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | s/epoch |",
+             "|" + ("---|" if several else "") + "---|---|---|---|"]
+    for r in table.rows:
+        c = r.cost
+        if not c:
+            continue
+        per_stage = ", ".join(f"{st} {v:.1f}" for st, v in c["s_per_epoch"].items()) or "—"
+        best = f"{c['best_epoch']:.1f}" if c["best_epoch"] is not None else "—"
+        params = f"{c['parameters']:,}" if c.get("parameters") is not None else "—"
+        lines.append("| " + (f"{r.dataset} | " if several else "") + f"{r.label} | {params} | {best} | "
+                     f"{per_stage} |")
+    return "\n".join(lines) + "\n"
 
 
 def _rank_marks(rows: list[Row], metric: str) -> None:
@@ -244,7 +277,8 @@ def render(table: SuiteTable, fmt: str) -> str:
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines) + f"\n\n{table.caption}\n"
+        return "\n".join(lines) + f"\n\n{table.caption}\n\nCost (mean over seeds; best epoch of the final stage, " \
+            f"1-based):\n\n{render_costs(table)}"
     esc = _latex_escape
     cap = esc(table.caption).replace(SIG_MARK, "$^{\\dagger}$")
     lines = [

@@ -137,7 +137,9 @@ def test_table_marks_best_second_and_significance(tmp_path, env):
     hashes = save_fake_runs(suite, env, per_user)
     table = build_table(suite, env, "full")
     md = render(table, "md")
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "Model" not in line}
+    results, _, costs = md.partition("Cost (mean over seeds")
+    rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ") and "Model" not in line}
+    assert "| SASRec (CE) | — | — | — |" in costs  # fake records carry no parameters or timings
     sas, gru, pop = rows["SASRec (CE)"], rows["GRU4Rec (CE)"], rows["Pop"]
     assert "**" in sas and "†" not in sas  # best, and the reference carries no mark
     assert "<u>" in gru and "†" not in gru  # second; not significantly different from the reference
@@ -245,3 +247,13 @@ def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
     written = stage_curves(suite, env, "full", tmp_path / "figs")
     assert sorted(p.name for p in written) == ["tiny-full-stages-scientific.pdf", "tiny-full-stages-scientific.png"]
     assert (tmp_path / "figs" / "tiny-full-stages-scientific.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_cost_averages_seeds_per_stage():
+    from bench.report import run_cost
+
+    recs = [{"parameters": 10, "best_epoch": b, "timings": {"total_s": 9.0, "pretrain": {"s_per_epoch": p},
+                                                          "finetune": {"s_per_epoch": f}}}
+            for b, p, f in ((3, 2.0, 1.0), (5, 4.0, 3.0))]
+    assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0}}
+    assert run_cost([]) == {}
