@@ -47,11 +47,12 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
 def softmax_ce(
     h: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-    max_logits: int = MAX_DENSE_LOGITS, chunk: int = CHUNK_ITEMS,
+    max_logits: int | None = None, chunk: int = CHUNK_ITEMS,
 ) -> torch.Tensor:
     """Mean CE of rows `h` [N, H] against classes `table` [C, H] (float32 arithmetic), `target` [N]
-    in 0..C-1."""
-    if h.size(0) * table.size(0) <= max_logits:
+    in 0..C-1. `max_logits` defaults to the module's MAX_DENSE_LOGITS (read at call time)."""
+    limit = MAX_DENSE_LOGITS if max_logits is None else max_logits
+    if h.size(0) * table.size(0) <= limit:
         return F.cross_entropy((h @ table.T).float(), target)
     with torch.autocast(h.device.type, enabled=False):
         return _ChunkedSoftmaxCE.apply(h.float(), table.float(), target, chunk)

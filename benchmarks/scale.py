@@ -13,6 +13,7 @@ import time
 import numpy as np
 import torch
 
+import bench.softmax_ce
 from bench.batching import iterate_batches, make_rows
 from bench.data.dataset import from_sequences
 from bench.evaluator import EvalConfig, evaluate
@@ -30,7 +31,10 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--steps", type=int, default=20, help="training steps timed")
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dense-ce", action="store_true", help="hold all logits at once (the pre-chunking loss)")
     a = ap.parse_args()
+    if a.dense_ce:
+        bench.softmax_ce.MAX_DENSE_LOGITS = 2**62
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 21, a.users)
     popularity = rng.zipf(1.2, a.items * 4) % a.items + 1  # skewed item draws
