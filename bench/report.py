@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.model import get_model_class
 from bench.suites import Suite, budget_label, cells
 
 SIG_MARK = "†"
@@ -86,6 +87,7 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     store = env.store
     by_row: dict[tuple[str, tuple[str, str]], Row] = {}
     records: dict[str, dict] = {}
+    run_keys: dict[int, list[str]] = {}  # id(row) -> its runs' hashes, complete or not
     for cell in cells(suite, budget):
         key = run_hash(cell.spec(suite.protocol), env)
         record = store.load(key)
@@ -94,11 +96,13 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
             Row(cell.dataset, cell.arm, suite.arm_label(cell.arm), {}, tuned_from=cell.tuned_from),
         )
         row.seeds[cell.seed] = key if record is not None else None
+        run_keys.setdefault(id(row), []).append(key)
         if record is not None:
             records[key] = record
     # rows grouped by dataset, in the suite's order
     datasets = list(dict.fromkeys(d for d, _ in by_row))
-    rows = [by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row]
+    rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
+                          run_keys, suite)
     for row in rows:
         for m in suite.metrics:
             vals = [records[h]["metrics"][split][m] for h in row.seeds.values() if h is not None]
@@ -116,6 +120,22 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
     table.caption = caption(table)
     return table
+
+
+def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], suite: Suite) -> list[Row]:
+    """A model that a variation does not touch (e.g. an ID-only model in a text vs text+image
+    suite) runs the same specs in every variation: show it once, under its plain label."""
+    seen: dict[tuple, Row] = {}
+    out = []
+    for row in rows:
+        key = (row.dataset, tuple(run_keys[id(row)]))
+        if key in seen:
+            first = seen[key]
+            first.label = get_model_class(row.arm[1]).label or row.arm[1]
+            continue
+        seen[key] = row
+        out.append(row)
+    return out
 
 
 def run_cost(records: list[dict]) -> dict[str, Any]:

@@ -257,3 +257,12 @@ def test_run_cost_averages_seeds_per_stage():
             for b, p, f in ((3, 2.0, 1.0), (5, 4.0, 3.0))]
     assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0}}
     assert run_cost([]) == {}
+
+
+def test_a_model_untouched_by_the_variations_is_shown_once(tmp_path, env):
+    path = write_suite(tmp_path, models=["sasrec", "gru4rec"], metrics=["Recall@20"],
+                       variations={"a": {"gru4rec.dropout": 0.1}, "b": {"gru4rec.dropout": 0.3}})
+    suite = load_suite(str(path))
+    save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
+    labels = [r.label for r in build_table(suite, env, "full").rows]
+    assert labels == ["SASRec (CE)", "GRU4Rec (CE) [a]", "GRU4Rec (CE) [b]"]
