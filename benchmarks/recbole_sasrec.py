@@ -1,4 +1,4 @@
-"""RecBole 1.2.1 SASRec on a split exported by benchmarks/recbole_export.py, with timings.
+"""RecBole 1.2.1 SASRec (or GRU4Rec, --model) on a split exported by benchmarks/recbole_export.py, with timings.
 
 Runs in the RecBole venv (/work/recbole-venv), NOT the project venv. Trains SASRec (CE loss,
 2 layers x 2 heads, hidden 64) on the exported training prefixes, early-stops on full-ranking
@@ -36,6 +36,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+# the harness's defaults for each model (baselines/sasrec.py, baselines/gru4rec.py)
+MODEL_CONFIG = {
+    "SASRec": {"loss_type": "CE", "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
+               "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "hidden_act": "gelu",
+               "layer_norm_eps": 1e-12, "initializer_range": 0.02},
+    "GRU4Rec": {"loss_type": "CE", "embedding_size": 64, "hidden_size": 128, "num_layers": 1,
+                "dropout_prob": 0.3},
+}
+
+
 def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
     return {
         # data: pre-split leave-one-out files, one training sample per row
@@ -52,16 +62,7 @@ def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
         "user_inter_num_interval": "[0,inf)",
         "item_inter_num_interval": "[0,inf)",
         # model
-        "loss_type": "CE",
-        "n_layers": 2,
-        "n_heads": 2,
-        "hidden_size": 64,
-        "inner_size": 256,
-        "hidden_dropout_prob": 0.2,
-        "attn_dropout_prob": 0.2,
-        "hidden_act": "gelu",
-        "layer_norm_eps": 1e-12,
-        "initializer_range": 0.02,
+        **MODEL_CONFIG[a.model],
         # training
         "train_neg_sample_args": None,
         "learner": "adam",
@@ -101,6 +102,7 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="exported folder <out>/<name> (holds <name>.train.inter ...)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--seed", type=int, default=2020)
+    ap.add_argument("--model", choices=sorted(MODEL_CONFIG), default="SASRec")
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--patience", type=int, default=10, help="RecBole stopping_step")
     ap.add_argument("--train-batch-size", type=int, default=2048)
@@ -142,7 +144,7 @@ def main() -> None:
     import recbole
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender import SASRec
+    from recbole.model import sequential_recommender
     from recbole.trainer import Trainer
     from recbole.utils import init_logger, init_seed
 
@@ -153,7 +155,7 @@ def main() -> None:
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        config = Config(model="SASRec", dataset=name, config_dict=build_config_dict(a, data, workdir))
+        config = Config(model=a.model, dataset=name, config_dict=build_config_dict(a, data, workdir))
         init_seed(config["seed"], config["reproducibility"])
         init_logger(config)
         torch.set_num_threads(a.threads)  # in case anything above reset it
@@ -180,7 +182,7 @@ def main() -> None:
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         assert torch.is_anomaly_enabled() == bool(a.keep_anomaly_mode and anomaly_after_import)
-        model = SASRec(config, train_data._dataset).to(config["device"])
+        model = getattr(sequential_recommender, a.model)(config, train_data._dataset).to(config["device"])
         n_params = sum(p.numel() for p in model.parameters())
         trainer = Trainer(config, model)
 
@@ -233,7 +235,7 @@ def main() -> None:
         "python": platform.python_version(),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "platform": platform.platform()},
-        "model": "SASRec",
+        "model": a.model,
         "data": str(data),
         "dataset": name,
         "export_info": {k: v for k, v in export_info.items() if k != "split_definition"},
