@@ -86,7 +86,8 @@ def stage_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
             per_stage.setdefault(stage, []).append(epochs)
     written = []
     for dataset, arms in curves.items():
-        stages = list(dict.fromkeys(st for arm in arms.values() for st in arm))
+        # records keep stages in key order; pre-training comes first on the page
+        stages = sorted(dict.fromkeys(st for arm in arms.values() for st in arm), key=lambda st: st != "pretrain")
         fig, axes = plt.subplots(2, len(stages), figsize=(5 * len(stages), 6), squeeze=False)
         for col, stage in enumerate(stages):
             for arm, per_stage in arms.items():
