@@ -66,7 +66,9 @@ def review_time(record: dict) -> int:
     raise KeyError("unixReviewTime")
 
 
-def read_interactions(files: RawFiles, stats: LineStats, skip_bad_lines: bool, progress=None) -> InteractionLog:
+def read_interactions(
+    files: RawFiles, stats: LineStats, skip_bad_lines: bool, progress: Callable[[float], None] | None = None
+) -> InteractionLog:
     """Every interaction line, as integer columns (duplicates are resolved later, see keep_last)."""
     log = InteractionLog()
 
