@@ -47,10 +47,6 @@ class FDSA(SeqRecModel):
     Config = FDSAConfig
     label = "FDSA"
 
-    @classmethod
-    def needs_features(cls, config: FDSAConfig) -> dict:
-        return config.feature_store_params()
-
     def __init__(self, config: FDSAConfig, ctx: ModelContext):
         super().__init__(config, ctx)
         h = config.hidden

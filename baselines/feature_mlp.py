@@ -15,30 +15,22 @@ data has both modalities for every item, so this only matters where ours does no
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from baselines.sasrec import SASRecConfig
 from bench.errors import BenchError
+from bench.features.inputs import FeatureInputs
 from bench.model import ModelContext
 
-Modality = Literal["text", "image"]
-MODALITY_ORDER = ("text", "image")
 
-
-class ContentConfig(SASRecConfig):
+class ContentConfig(FeatureInputs, SASRecConfig):
     """SASRec's Transformer fields (hidden 64, 2x2, FFN 256, dropout 0.2) plus the feature inputs."""
 
-    modalities: tuple[Modality, ...] = ("text", "image")
     mlp_hidden: int = Field(64, gt=0)
     mlp_dropout: float = Field(0.2, ge=0.0, lt=1.0)
     mlp_out_relu: bool = True  # the authors' ReLU after the MLP's last Linear
-    # feature-store parameters, as msm4sr's config: the same values read the same store entry
-    n_keywords: int = Field(15, gt=0)
-    feature_params: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def search_space(cls):
@@ -48,24 +40,6 @@ class ContentConfig(SASRecConfig):
             "hidden": ("categorical", [64, 128]),
         }
 
-    @field_validator("modalities")
-    @classmethod
-    def _canonical_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("modalities must name at least one of 'text', 'image'")
-        if len(set(v)) != len(v):
-            raise ValueError(f"modalities repeated: {v}")
-        return tuple(m for m in MODALITY_ORDER if m in v)
-
-    @field_validator("feature_params")
-    @classmethod
-    def _no_duplicate_n(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "n_keywords" in v:
-            raise ValueError("set n_keywords as its own field, not inside feature_params")
-        return v
-
-    def feature_store_params(self) -> dict[str, Any]:
-        return {"n_keywords": self.n_keywords, **self.feature_params}
 
 
 def feature_mlp(dim: int, mlp_hidden: int, hidden: int, dropout: float, out_relu: bool) -> nn.Sequential:

@@ -26,10 +26,6 @@ class SASRecM(SeqRecModel):
     Config = SASRecMConfig
     label = "SASRecM"
 
-    @classmethod
-    def needs_features(cls, config: SASRecMConfig) -> dict:
-        return config.feature_store_params()
-
     def __init__(self, config: SASRecMConfig, ctx: ModelContext):
         super().__init__(config, ctx)
         self.item_emb = nn.Embedding(ctx.n_items + 1, config.hidden, padding_idx=0)

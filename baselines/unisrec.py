@@ -28,29 +28,27 @@ only freezes when it loads a checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from baselines.seqops import last_target
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.features.inputs import FeatureInputs, Modality
+from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
 from bench.softmax_ce import softmax_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import nip_loss, normalize, same_target_pairs
 
-Modality = Literal["text", "image"]
-MODALITY_ORDER = ("text", "image")
 # config fields that only act once pre-training is over: they never key the pre-trained stage
 FINETUNE_ONLY_FIELDS = frozenset({"pretrain", "mode", "freeze_encoder"})
 
 
-class UniSRecConfig(ModelConfig):
+class UniSRecConfig(FeatureInputs, ModelConfig):
     hidden: int = Field(64, gt=0)  # the paper's 300; 64 for parity with the other baselines
     layers: int = Field(2, gt=0)
     heads: int = Field(2, gt=0)
@@ -58,9 +56,7 @@ class UniSRecConfig(ModelConfig):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # Transformer hidden + attention dropout
     n_experts: int = Field(8, gt=0)
     adaptor_dropout: float = Field(0.2, ge=0.0, lt=1.0)  # on the adaptor input, per expert
-    modalities: tuple[Modality, ...] = ("text",)
-    n_keywords: int = Field(15, gt=0)  # image keywords per image; a feature-store parameter
-    feature_params: dict[str, Any] = Field(default_factory=dict)  # extra feature-store parameters
+    modalities: tuple[Modality, ...] = ("text",)  # the paper's text-only default
     # --- pre-training ---
     pretrain: bool = True
     item_drop: float = Field(0.2, ge=0.0, lt=1.0)  # item-drop ratio of the sequence-sequence view
@@ -70,22 +66,6 @@ class UniSRecConfig(ModelConfig):
     # --- fine-tuning ---
     mode: Literal["inductive", "transductive"] = "transductive"
     freeze_encoder: bool = True
-
-    @field_validator("modalities")
-    @classmethod
-    def _canonical_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("modalities must name at least one of 'text', 'image'")
-        if len(set(v)) != len(v):
-            raise ValueError(f"modalities repeated: {v}")
-        return tuple(m for m in MODALITY_ORDER if m in v)
-
-    @field_validator("feature_params")
-    @classmethod
-    def _no_duplicate_n(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "n_keywords" in v:
-            raise ValueError("set n_keywords as its own field, not inside feature_params")
-        return v
 
     @classmethod
     def search_space(cls):
@@ -138,13 +118,6 @@ class ParametricWhiteningMoE(nn.Module):
         return (self.gates(x).unsqueeze(-1) * self.experts(x)).sum(-2)
 
 
-def _full_precision(device: torch.device):
-    """Cosines divided by tau = 0.07 are too coarse in bf16: losses and scores run outside autocast."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
 @MODELS.register("unisrec")
 class UniSRec(SeqRecModel):
     Config = UniSRecConfig
@@ -163,12 +136,6 @@ class UniSRec(SeqRecModel):
     @classmethod
     def stages_for(cls, config: UniSRecConfig) -> tuple[str, ...]:
         return ("pretrain", "finetune") if config.pretrain else ("finetune",)
-
-    @classmethod
-    def needs_features(cls, config: UniSRecConfig) -> dict:
-        if "image" not in config.modalities:  # text only: no image tagging needed
-            return {"image_kind": "none", "tagger": None, **config.feature_params}
-        return {"n_keywords": config.n_keywords, **config.feature_params}
 
     def __init__(self, config: UniSRecConfig, ctx: ModelContext):
         super().__init__(config, ctx)
@@ -273,7 +240,7 @@ class UniSRec(SeqRecModel):
             if cacheable:
                 self._cache = (key, table)
         h = last_position(self.encoder(table[history]), lengths)
-        with _full_precision(h.device):
+        with full_precision(h.device):
             return normalize(h) @ normalize(table).T
 
     # ----- losses -----
@@ -300,7 +267,7 @@ class UniSRec(SeqRecModel):
         aug, aug_lengths = self.seq_seq_view(seq, lengths)
         h_aug = self.encode(aug, aug_lengths)
         same = same_target_pairs(target)
-        with _full_precision(h.device):
+        with full_precision(h.device):
             anchor = normalize(h)
             seq_item = nip_loss([anchor], normalize(z), same, cfg.tau, cfg.same_target)
             seq_seq = nip_loss([anchor], normalize(h_aug), same, cfg.tau, cfg.same_target)
@@ -312,5 +279,5 @@ class UniSRec(SeqRecModel):
         keep = target > 0
         out = self.encoder(self.seq_input(seq))[keep]
         cand = self.item_reps()[1:]  # the padding item is never a class
-        with _full_precision(out.device):
+        with full_precision(out.device):
             return softmax_ce(normalize(out) / self.config.tau, normalize(cand), target[keep] - 1)

@@ -56,25 +56,23 @@ index, is 50; the reconstruction error differs by ~3% and the fit takes 2.5x les
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from baselines.seqops import last_target
 from baselines.transformer import SequenceTransformer, init_weights
 from baselines.vq_codes import item_codes
 from bench.errors import BenchError
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.features.inputs import FeatureInputs, Modality
+from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
 from bench.softmax_ce import softmax_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import same_target_pairs
 
-Modality = Literal["text", "image"]
-MODALITY_ORDER = ("text", "image")
 FINETUNE_ONLY = frozenset(
     {
         "pretrain",
@@ -88,7 +86,7 @@ FINETUNE_ONLY = frozenset(
 )
 
 
-class VQRecConfig(ModelConfig):
+class VQRecConfig(FeatureInputs, ModelConfig):
     hidden: int = Field(64, gt=0)  # the paper: 300
     layers: int = Field(2, gt=0)
     heads: int = Field(2, gt=0)
@@ -96,7 +94,6 @@ class VQRecConfig(ModelConfig):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)  # hidden and attention dropout (reference 0.5)
     tau: float = Field(0.07, gt=0.0)
     modalities: tuple[Modality, ...] = ("text",)  # ("text", "image"): mean vectors concatenated
-    feature_params: dict[str, Any] = Field(default_factory=dict)  # extra feature-store parameters
     # --- codes ---
     n_codes: int = Field(32, gt=0)  # M sub-spaces (codes per item)
     code_bits: int = Field(8, ge=1, le=16)  # K = 2**code_bits centroids per sub-space
@@ -117,23 +114,9 @@ class VQRecConfig(ModelConfig):
     sinkhorn_tau: float = Field(0.7, gt=0.0)
     perm_init: float = Field(0.1, gt=0.0)  # identity margin of the assignment logits
 
-    @field_validator("modalities")
-    @classmethod
-    def _canonical_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(f"modalities must name 'text' and/or 'image' once each, got {v}")
-        return tuple(m for m in MODALITY_ORDER if m in v)
-
     @classmethod
     def search_space(cls):
         return {"dropout": ("float", 0.1, 0.5), "fake_ratio": ("float", 0.25, 0.9)}
-
-
-def _fp32(device: torch.device):
-    """Cosines / 0.07 are too coarse in bf16: similarities and item tables run outside autocast."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -201,12 +184,6 @@ class VQRec(SeqRecModel):
     @classmethod
     def stages_for(cls, config: VQRecConfig) -> tuple[str, ...]:
         return cls.stages if config.pretrain else ("finetune",)
-
-    @classmethod
-    def needs_features(cls, config: VQRecConfig) -> dict:
-        if "image" not in config.modalities:
-            return {"image_kind": "none", "tagger": None, **config.feature_params}
-        return dict(config.feature_params)
 
     def __init__(self, config: VQRecConfig, ctx: ModelContext):
         super().__init__(config, ctx)
@@ -286,7 +263,7 @@ class VQRec(SeqRecModel):
         learn = self.reassigning and torch.is_grad_enabled()
         if learn:
             w = w.detach()  # the embeddings are held fixed (no gradient at all) in this phase
-        with _fp32(w.device):
+        with full_precision(w.device):
             blocks = w[1:].float().view(m, k, -1)
             soft = sinkhorn(self.perm_logits / self.config.sinkhorn_tau, self.config.sinkhorn_iters)
             pick = soft.argmax(-1)  # [M, K]
@@ -301,7 +278,7 @@ class VQRec(SeqRecModel):
         """[.., M] code ids -> [.., H] mean of their code embeddings (padding code excluded, so
         the padding item maps to 0)."""
         flat = codes.reshape(-1, codes.size(-1))
-        with _fp32(table.device):
+        with full_precision(table.device):
             out = F.embedding_bag(flat, table, mode="mean", padding_idx=0)
         return out.view(*codes.shape[:-1], -1)
 
@@ -319,7 +296,7 @@ class VQRec(SeqRecModel):
     def score(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         items = self.item_table()
         h = last_position(self.run_encoder(items[history]), lengths)
-        with _fp32(h.device):
+        with full_precision(h.device):
             return normalize(h) @ normalize(items).T
 
     # ----- losses -----
@@ -343,7 +320,7 @@ class VQRec(SeqRecModel):
         h = last_position(self.run_encoder(self.embed_codes(self.item_codes[seq], table)), lengths)
         pos_codes = self.item_codes[target]
         same = same_target_pairs(target)
-        with _fp32(h.device):
+        with full_precision(h.device):
             hn = normalize(h)
             pos = normalize(self.embed_codes(pos_codes, table))
             logits = (hn @ pos.T / c.tau).masked_fill(same, float("-inf"))
@@ -363,7 +340,7 @@ class VQRec(SeqRecModel):
         ratio = torch.full(lengths.shape, self.config.item_drop, device=seq.device)
         aug, aug_len = sequence_dropout(seq, lengths, ratio)
         h_aug = last_position(self.run_encoder(self.embed_codes(self.item_codes[aug], table)), aug_len)
-        with _fp32(h_aug.device):
+        with full_precision(h_aug.device):
             logits = (hn @ normalize(h_aug).T / self.config.tau).masked_fill(same, float("-inf"))
             return F.cross_entropy(logits, torch.arange(len(seq), device=seq.device))
 
@@ -372,6 +349,6 @@ class VQRec(SeqRecModel):
         keep = target > 0
         items = self.item_table()
         out = self.run_encoder(items[seq])[keep]
-        with _fp32(out.device):
+        with full_precision(out.device):
             # padding is never a class; chunked over the catalogue when the logits would be large
             return softmax_ce(normalize(out) / self.config.tau, normalize(items[1:]), target[keep] - 1)

@@ -11,6 +11,7 @@ Batches are dicts of tensors:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from bench.features.inputs import FeatureInputs
 from bench.registry import Registry
 
 
@@ -69,8 +71,9 @@ class SeqRecModel(nn.Module):
 
     @classmethod
     def needs_features(cls, config: ModelConfig) -> dict | None:
-        """Feature-store parameters this configuration reads (None: an ID-only model)."""
-        return None
+        """Feature-store parameters this configuration reads (None: an ID-only model). Content
+        models declare their inputs by mixing FeatureInputs into their config."""
+        return config.feature_store_params() if isinstance(config, FeatureInputs) else None
 
     def set_stage(self, stage: str) -> None:
         if stage not in self.stages:
@@ -115,6 +118,14 @@ def load_model_packages() -> None:
 def get_model_class(name: str) -> type[SeqRecModel]:
     load_model_packages()
     return MODELS.get(name)
+
+
+def full_precision(device: torch.device):
+    """Cosines divided by tau = 0.07 are too coarse in bf16: contrastive losses and cosine scores
+    run outside autocast."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def last_position(seq_out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from bench.features.inputs import FeatureInputs
 from bench.model import ModelConfig
-
-Modality = Literal["text", "image"]
-MODALITY_ORDER = ("text", "image")
 
 # Fields that only matter once pre-training is over: they never key the pre-trained checkpoint.
 FINETUNE_ONLY_FIELDS = frozenset({"pretrain", "id_embeddings"})
 
 
-class MSM4SRConfig(ModelConfig):
+class MSM4SRConfig(FeatureInputs, ModelConfig):
     # --- backbone (MSM4SR.md section 2) ---
     hidden: int = Field(64, gt=0)  # d0: adaptor output = Transformer width
     layers: int = Field(2, gt=0)
@@ -28,12 +26,8 @@ class MSM4SRConfig(ModelConfig):
     mask_padded_slots: bool = True  # False = the released code's quirk (padded slots get weight)
     train_pooling: bool = True  # False = the released code's quirk (pooling gets no gradient)
 
-    # --- inputs ---
-    modalities: tuple[Modality, ...] = ("text", "image")  # w/o image: ("text",), w/o text: ("image",)
-    n_keywords: int = Field(15, gt=0)  # N image keywords; a feature-store parameter
-    # further load_item_features keyword arguments (encoder, tagger, image_kind, slots...): part of
-    # the config so that they key the pre-trained checkpoint too; {} = the store's defaults
-    feature_params: dict[str, Any] = Field(default_factory=dict)
+    # inputs (modalities, n_keywords, feature_params) come from FeatureInputs: part of the config,
+    # so that they key the pre-trained checkpoint too; w/o image = modalities ("text",)
 
     # --- pre-training (section 3) ---
     pretrain: bool = True  # False = fine-tune from scratch (stages = ("finetune",))
@@ -51,22 +45,6 @@ class MSM4SRConfig(ModelConfig):
 
     # --- fine-tuning (section 4) ---
     id_embeddings: bool = True  # False = the inductive variant
-
-    @field_validator("modalities")
-    @classmethod
-    def _canonical_modalities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("modalities must name at least one of 'text', 'image'")
-        if len(set(v)) != len(v):
-            raise ValueError(f"modalities repeated: {v}")
-        return tuple(m for m in MODALITY_ORDER if m in v)
-
-    @field_validator("feature_params")
-    @classmethod
-    def _no_duplicate_n(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "n_keywords" in v:
-            raise ValueError("set n_keywords as its own field, not inside feature_params")
-        return v
 
     def pretrain_spec(self) -> dict:
         return {k: v for k, v in self.model_dump().items() if k not in FINETUNE_ONLY_FIELDS}

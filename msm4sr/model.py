@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -11,19 +10,12 @@ from torch import nn
 
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
-from bench.model import MODELS, ModelContext, SeqRecModel, last_position
+from bench.model import MODELS, ModelContext, SeqRecModel, full_precision, last_position
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
 from msm4sr.moe import MoEAdaptor
 from msm4sr.pooling import AttentionPool
-
-
-def _full_precision(device: torch.device):
-    """Cosines divided by tau = 0.07 are too coarse in bf16/fp16: losses run outside autocast."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 @MODELS.register("msm4sr")
@@ -49,10 +41,6 @@ class MSM4SR(SeqRecModel):
     @classmethod
     def stages_for(cls, config: MSM4SRConfig) -> tuple[str, ...]:
         return ("pretrain", "finetune") if config.pretrain else ("finetune",)
-
-    @classmethod
-    def needs_features(cls, config: MSM4SRConfig) -> dict:
-        return {"n_keywords": config.n_keywords, **config.feature_params}
 
     def __init__(self, config: MSM4SRConfig, ctx: ModelContext):
         super().__init__(config, ctx)
@@ -139,7 +127,7 @@ class MSM4SR(SeqRecModel):
             z = self.adaptor[m](self.pooled(m))
             if self.uses_ids:
                 z = z + self.id_emb.weight
-            with _full_precision(z.device):
+            with full_precision(z.device):
                 tables[m] = (z, normalize(z))
         return tables
 
@@ -184,7 +172,7 @@ class MSM4SR(SeqRecModel):
         for m in self.modalities:
             z, cand = tables[m]
             h = self.encode(z[history], lengths)
-            with _full_precision(h.device):
+            with full_precision(h.device):
                 s = normalize(h) @ cand.T
             total = s if total is None else total + s
         return total
@@ -232,7 +220,7 @@ class MSM4SR(SeqRecModel):
         same = same_target_pairs(target)
         mods = self.modalities
         device = target.device
-        with _full_precision(device):
+        with full_precision(device):
             items = {m: normalize(z_tgt[m]) for m in mods}
             nip = torch.zeros((), device=device)
             cmcl = torch.zeros((), device=device)
@@ -270,10 +258,10 @@ class MSM4SR(SeqRecModel):
                 cand = cand + self.id_emb.weight
                 z_in = z_in + self.id_emb(seq)
             out = self.encoder(z_in)[keep]
-            with _full_precision(out.device):
+            with full_precision(out.device):
                 s = normalize(out) @ normalize(cand[1:]).T  # the padding item is never a class
             logits = s if logits is None else logits + s
-        with _full_precision(logits.device):
+        with full_precision(logits.device):
             return F.cross_entropy(logits / self.config.tau, target[keep] - 1)
 
 

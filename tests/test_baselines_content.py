@@ -294,3 +294,18 @@ def test_packed_loss_is_ce_of_every_prefix_score(name):
             terms.append(F.cross_entropy(s[None], tgt[r, t][None] - 1))
         assert len(terms) > 10
         assert torch.allclose(model.loss(batch), torch.stack(terms).mean(), atol=1e-5)
+
+
+def test_every_content_model_asks_the_store_the_same_way():
+    """One FeatureInputs mixin: equal settings read one store entry; text-only skips image tagging;
+    ID-only models read no features."""
+    content = ["fdsa", "sasrecm", "unisrec", "vqrec", "msm4sr"]
+    both = {"modalities": ["text", "image"], "n_keywords": 10, "feature_params": {"tagger": "clip"}}
+    text = {"modalities": ["text"], "feature_params": {"encoder": "x"}}
+    for name in content:
+        cls = get_model_class(name)
+        assert cls.needs_features(cls.Config(**both)) == {"n_keywords": 10, "tagger": "clip"}, name
+        assert cls.needs_features(cls.Config(**text)) == {"image_kind": "none", "tagger": None, "encoder": "x"}, name
+    for name in ["sasrec", "gru4rec", "pop"]:
+        cls = get_model_class(name)
+        assert cls.needs_features(cls.Config()) is None
