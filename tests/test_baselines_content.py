@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import fit_steps
 from torch import nn
 
 import baselines.fdsa  # noqa: F401
@@ -23,14 +24,6 @@ DIM = 16
 TINY = {"hidden": 32, "ffn": 64}
 NAMES = ["fdsa", "sasrecm"]
 NO_IMAGE, NO_FEATURES = 5, 6  # items made to lack image features / any features
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def features(seed: int = 0) -> ItemFeatures:
@@ -126,15 +119,7 @@ def test_bad_features_raise():
 def test_loss_decreases_and_scores_all_items(name):
     model = make(name)
     batch = train_rows(model)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    model.train()
-    losses = []
-    for _ in range(30):
-        loss = model.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_steps(model, batch, 30)
     assert np.isfinite(losses).all()
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     assert losses[0] == pytest.approx(np.log(N_ITEMS), rel=0.1)  # CE over the N real items only

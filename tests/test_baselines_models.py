@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import fit_steps
 
 from bench.batching import make_rows
 from bench.features.item_features import ItemFeatures
@@ -21,15 +22,6 @@ MAX_LEN = 20
 USERS = 300
 TINY = {"hidden": 32, "ffn": 64}  # shrink the Transformers so the suite stays fast on 2 cores
 NAMES = ["gru4rec", "sasrec_bce", "bert4rec", "cl4srec", "duorec", "s3rec"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on a shared 2-core machine run 10-50x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +66,6 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def fit(model, batch, steps=25, lr=5e-3):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 # --- every model -------------------------------------------------------------------------------
 
 
@@ -124,7 +103,7 @@ def test_loss_decreases_and_scores_all_items(name, real_slice):
         model.set_stage(stage)
         batch = batch_of(train, model.sample_mode_for(stage))
         before = clone(batch)
-        losses = fit(model, batch)
+        losses = fit_steps(model, batch)
         assert all(np.isfinite(losses)), (stage, losses)
         assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), (stage, losses)
         assert_same(batch, before)  # loss() never writes into the batch

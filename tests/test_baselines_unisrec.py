@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_prefix_batch
 
 import baselines.unisrec  # noqa: F401
 from baselines.unisrec import ParametricWhiteningMoE, UniSRec, UniSRecConfig
@@ -18,14 +19,6 @@ from bench.trainer import TrainerConfig, make_optimizer
 MAX_LEN = 8
 DIM = 16
 TINY = {"hidden": 32, "ffn": 64}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_model(n_items=30, seed=0, stage="finetune", **cfg):
@@ -40,14 +33,7 @@ def make_model(n_items=30, seed=0, stage="finetune", **cfg):
 
 
 def prefix_batch(n_items=30, b=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(2, MAX_LEN + 1, (b,), generator=g)
-    inp = torch.randint(1, n_items + 1, (b, MAX_LEN), generator=g)
-    inp = torch.where(torch.arange(MAX_LEN)[None] < lengths[:, None], inp, 0)
-    tgt = torch.zeros_like(inp)
-    tgt[torch.arange(b), lengths - 1] = torch.randint(1, n_items + 1, (b,), generator=g)
-    tgt[1, lengths[1] - 1] = tgt[0, lengths[0] - 1]  # two rows share a target
-    return {"input": inp, "target": tgt, "lengths": lengths}
+    return random_prefix_batch(n_items, b, MAX_LEN, seed, min_len=2)
 
 
 def packed_batch(n_items=30, b=6, seed=0):

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 import torch
+from helpers import fit_steps, random_prefix_batch
 
 import baselines.vqrec  # noqa: F401
 from baselines import vq_codes
@@ -19,14 +20,6 @@ from bench.model import MODELS, ModelContext, get_model_class
 DIM = 16
 TINY = {"hidden": 32, "ffn": 64, "n_codes": 4, "code_bits": 4, "dropout": 0.1}  # K = 16 centroids
 L = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -49,12 +42,7 @@ def build(ctx: ModelContext, **overrides):
 
 
 def prefix_batch(n_items: int, b: int = 48, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, L + 1, (b,), generator=g)
-    inp = torch.randint(1, n_items + 1, (b, L), generator=g) * (torch.arange(L) < lengths[:, None])
-    tgt = torch.zeros_like(inp)
-    tgt[torch.arange(b), lengths - 1] = torch.randint(1, n_items + 1, (b,), generator=g)
-    return {"input": inp, "target": tgt, "lengths": lengths}
+    return random_prefix_batch(n_items, b, L, seed, share_target=False)
 
 
 def packed_batch(n_items: int, b: int = 48, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,19 +55,6 @@ def packed_batch(n_items: int, b: int = 48, seed: int = 0) -> dict[str, torch.Te
         seq[:, t] = (seq[:, t - 1] * 7 + 3) % n_items + 1
     real = torch.arange(L) < lengths[:, None]
     return {"input": seq[:, :L] * real, "target": torch.where(real, seq[:, 1:], 0), "lengths": lengths}
-
-
-def train(model, batch, steps: int, lr: float = 5e-3) -> list[float]:
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        loss = model.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def clone(batch):
@@ -286,12 +261,12 @@ def test_pretrain_loss_decreases_uses_fakes_and_masks_shared_targets():
         with_fakes = model.loss(batch)
     assert torch.allclose(base, want, atol=1e-5)
     assert with_fakes > base  # the fakes enlarge every denominator
-    losses = train(model, batch, 30)
+    losses = fit_steps(model, batch, 30)
     assert np.isfinite(losses).all() and np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     assert all(torch.equal(batch[k], before[k]) for k in batch) and torch.equal(model.item_codes, codes)
     seqseq = build(ctx, seq_weight=0.5)
     seqseq.set_stage("pretrain")
-    assert np.isfinite(train(seqseq, batch, 3)).all()
+    assert np.isfinite(fit_steps(seqseq, batch, 3)).all()
     with pytest.raises(ValueError, match="prefix"):
         model.loss(packed_batch(n))
 
@@ -303,7 +278,7 @@ def _pretrained(ctx, **overrides):
     torch.manual_seed(0)
     pre = build(ctx, **overrides)
     pre.set_stage("pretrain")
-    train(pre, prefix_batch(ctx.n_items), 5)
+    fit_steps(pre, prefix_batch(ctx.n_items), 5)
     return pre
 
 
@@ -339,7 +314,7 @@ def test_finetune_phases_reassignment_then_frozen_encoder():
     with torch.no_grad():
         scores = fine.score(batch["input"][:5], batch["lengths"][:5])
     assert scores.shape == (5, n + 1) and torch.isfinite(scores).all()
-    losses = train(fine, batch, 30)
+    losses = fit_steps(fine, batch, 30)
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
     # no pre-training: nothing to re-assign or freeze
     scratch = build(ctx, pretrain=False)
@@ -348,7 +323,7 @@ def test_finetune_phases_reassignment_then_frozen_encoder():
         all(p.requires_grad for p in scratch.encoder.parameters()) and not scratch.perm_logits.requires_grad
     )
     assert torch.equal(scratch.code_table(), scratch.code_emb.weight)
-    losses = train(scratch, batch, 20)
+    losses = fit_steps(scratch, batch, 20)
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
@@ -393,7 +368,7 @@ def test_transfer_to_a_larger_dataset_refits_codes_and_keeps_embeddings():
     vq_codes._CACHE.clear()
     assert torch.equal(fine.item_codes, build(big).item_codes)  # the target's own fit
     batch = packed_batch(50)
-    assert np.isfinite(train(fine, batch, 5)).all()
+    assert np.isfinite(fit_steps(fine, batch, 5)).all()
     fine.eval()
     with torch.no_grad():
         scores = fine.score(batch["input"][:7], batch["lengths"][:7])

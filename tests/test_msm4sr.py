@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_prefix_batch
 
 from bench.features.item_features import ItemFeatures
 from bench.model import ModelContext, get_model_class
@@ -20,15 +21,6 @@ MAX_LEN = 8
 DIM = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_model(n_items=30, seed=0, stage="finetune", dim=DIM, **cfg):
     cls = get_model_class("msm4sr")
     feats = ItemFeatures.random(n_items, dim=dim, seed=seed)
@@ -40,14 +32,7 @@ def make_model(n_items=30, seed=0, stage="finetune", dim=DIM, **cfg):
 
 
 def prefix_batch(n_items=30, b=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, MAX_LEN + 1, (b,), generator=g)
-    inp = torch.randint(1, n_items + 1, (b, MAX_LEN), generator=g)
-    inp = torch.where(torch.arange(MAX_LEN)[None] < lengths[:, None], inp, 0)
-    tgt = torch.zeros_like(inp)
-    tgt[torch.arange(b), lengths - 1] = torch.randint(1, n_items + 1, (b,), generator=g)
-    tgt[1, lengths[1] - 1] = tgt[0, lengths[0] - 1]  # two rows share a target
-    return {"input": inp, "target": tgt, "lengths": lengths}
+    return random_prefix_batch(n_items, b, MAX_LEN, seed)
 
 
 # ---------------- augmentations ----------------
