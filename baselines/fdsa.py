@@ -20,7 +20,7 @@ from torch import nn
 from baselines.feature_mlp import ContentConfig, ItemFeatureMLPs
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.model import MODELS, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce
 
 
 class FDSAConfig(ContentConfig):
@@ -75,10 +75,7 @@ class FDSA(SeqRecModel):
         return self.out_dropout(self.out_norm(out))
 
     def loss(self, batch):
-        out = self.encode(batch["input"])
-        target = batch["target"]
-        keep = target > 0
-        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)  # padding is never a class
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

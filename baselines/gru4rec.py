@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import nn
 
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce
 
 
 class GRU4RecConfig(ModelConfig):
@@ -52,10 +52,7 @@ class GRU4Rec(SeqRecModel):
         return self.dense(out)
 
     def loss(self, batch):
-        out = self.encode(batch["input"])
-        target = batch["target"]
-        keep = target > 0
-        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

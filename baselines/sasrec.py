@@ -8,7 +8,7 @@ from torch import nn
 
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce
 
 
 class SASRecConfig(ModelConfig):
@@ -40,10 +40,7 @@ class SASRec(SeqRecModel):
         return self.encoder(self.item_emb(seq))
 
     def loss(self, batch):
-        out = self.encode(batch["input"])
-        target = batch["target"]
-        keep = target > 0
-        return softmax_ce(out[keep], self.item_emb.weight[1:], target[keep] - 1)  # padding is never a class
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
 
     def score(self, history, lengths):
         h = last_position(self.encode(history), lengths)

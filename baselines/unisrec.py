@@ -40,7 +40,7 @@ from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import nip_loss, normalize, same_target_pairs
 
@@ -275,9 +275,6 @@ class UniSRec(SeqRecModel):
             return seq_item + cfg.lam * seq_seq
 
     def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        seq, target = batch["input"], batch["target"]
-        keep = target > 0
-        out = self.encoder(self.seq_input(seq))[keep]
-        cand = self.item_reps()[1:]  # the padding item is never a class
-        with full_precision(out.device):
-            return softmax_ce(normalize(out) / self.config.tau, normalize(cand), target[keep] - 1)
+        out = self.encoder(self.seq_input(batch["input"]))
+        with full_precision(out.device):  # cosine / tau logits
+            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(self.item_reps()))

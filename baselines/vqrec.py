@@ -69,7 +69,7 @@ from baselines.vq_codes import item_codes
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
 from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import same_target_pairs
 
@@ -345,10 +345,7 @@ class VQRec(SeqRecModel):
             return F.cross_entropy(logits, torch.arange(len(seq), device=seq.device))
 
     def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        seq, target = batch["input"], batch["target"]
-        keep = target > 0
         items = self.item_table()
-        out = self.run_encoder(items[seq])[keep]
-        with full_precision(out.device):
-            # padding is never a class; chunked over the catalogue when the logits would be large
-            return softmax_ce(normalize(out) / self.config.tau, normalize(items[1:]), target[keep] - 1)
+        out = self.run_encoder(items[batch["input"]])
+        with full_precision(out.device):  # cosine / tau logits
+            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(items))

@@ -45,6 +45,14 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         return dh, dtable, None, None
 
 
+def next_item_ce(out: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The harness's training loss for every CE model: outputs `out` [B, L, H] at the positions
+    that have a target (`target` [B, L], 0 = none) against the item table `items` [n_items + 1, H]
+    (row 0, the padding item, is never a class)."""
+    keep = target > 0
+    return softmax_ce(out[keep], items[1:], target[keep] - 1)
+
+
 def softmax_ce(
     h: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
     max_logits: int | None = None, chunk: int = CHUNK_ITEMS,

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.softmax_ce import softmax_ce
+from bench.softmax_ce import next_item_ce, softmax_ce
 
 
 @pytest.mark.parametrize("n,c,chunk", [(37, 1000, 128), (5, 300, 300), (64, 777, 100)])
@@ -33,3 +33,12 @@ def test_small_problems_take_the_dense_path_and_agree():
     assert softmax_ce(h, t, y).item() == pytest.approx(F.cross_entropy(h @ t.T, y).item(), rel=1e-6)
     assert softmax_ce(h, t, y).grad_fn.name() != "_ChunkedSoftmaxCEBackward"
     assert softmax_ce(h, t, y, max_logits=0).grad_fn.name() == "_ChunkedSoftmaxCEBackward"
+
+
+def test_next_item_ce_takes_targeted_positions_and_never_the_padding_class():
+    g = torch.Generator().manual_seed(0)
+    out, items = torch.randn(3, 4, 8, generator=g), torch.randn(11, 8, generator=g)
+    target = torch.tensor([[2, 5, 0, 0], [1, 0, 0, 0], [10, 3, 7, 4]])
+    keep = target > 0
+    expect = F.cross_entropy(out[keep] @ items[1:].T, target[keep] - 1)
+    assert next_item_ce(out, target, items).item() == pytest.approx(expect.item(), rel=1e-6)
