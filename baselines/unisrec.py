@@ -28,7 +28,7 @@ only freezes when it loads a checkpoint).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,13 +39,17 @@ from baselines.seqops import last_target
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
+from bench.model import (
+    MODELS,
+    ModelConfig,
+    ModelContext,
+    PretrainFinetune,
+    full_precision,
+    last_position,
+)
 from bench.softmax_ce import next_item_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import nip_loss, normalize, same_target_pairs
-
-# config fields that only act once pre-training is over: they never key the pre-trained stage
-FINETUNE_ONLY_FIELDS = frozenset({"pretrain", "mode", "freeze_encoder"})
 
 
 class UniSRecConfig(FeatureInputs, ModelConfig):
@@ -74,9 +78,6 @@ class UniSRecConfig(FeatureInputs, ModelConfig):
             "adaptor_dropout": ("float", 0.0, 0.4),
             "lam": ("categorical", [1e-4, 1e-3, 1e-2]),
         }
-
-    def pretrain_spec(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if k not in FINETUNE_ONLY_FIELDS}
 
 
 class ParametricWhiteningMoE(nn.Module):
@@ -119,10 +120,11 @@ class ParametricWhiteningMoE(nn.Module):
 
 
 @MODELS.register("unisrec")
-class UniSRec(SeqRecModel):
+class UniSRec(PretrainFinetune):
     Config = UniSRecConfig
     label = "UniSRec"
-    stages = ("pretrain", "finetune")
+    # config fields that only act once pre-training is over: they never key the pre-trained stage
+    finetune_only = frozenset({"pretrain", "mode", "freeze_encoder"})
     # the ID table; the feature buffers are non-persistent (never in a state_dict) and listed so
     # that a state saved by other means still transfers
     dataset_specific = ("id_emb.", "feat_")
@@ -133,14 +135,8 @@ class UniSRec(SeqRecModel):
         "finetune": {"lr": 1e-3, "batch_size": 256, "epochs": 100, "patience": 10},
     }
 
-    @classmethod
-    def stages_for(cls, config: UniSRecConfig) -> tuple[str, ...]:
-        return ("pretrain", "finetune") if config.pretrain else ("finetune",)
-
     def __init__(self, config: UniSRecConfig, ctx: ModelContext):
         super().__init__(config, ctx)
-        self.stages = self.stages_for(config)  # instance attribute shadows the class-level tuple
-        self.stage = self.stages[-1]
         self.modalities = tuple(config.modalities)
         feats = ctx.features
         if feats is None:
@@ -180,16 +176,6 @@ class UniSRec(SeqRecModel):
     def frozen_parts(self) -> tuple[nn.Module, ...]:
         """What the code's fix_enc freezes: position embeddings and the Transformer layers."""
         return self.encoder.position, self.encoder.encoder
-
-    def sample_mode_for(self, stage: str) -> str:
-        return "prefix" if stage == "pretrain" else "packed"
-
-    def stage_spec(self, stage: str) -> dict[str, Any]:
-        if stage == "pretrain":
-            return self.config.pretrain_spec()
-        if stage == "finetune":
-            return self.config.model_dump()
-        raise ValueError(f"UniSRec has no stage {stage!r}")
 
     @property
     def uses_ids(self) -> bool:

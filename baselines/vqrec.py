@@ -56,8 +56,6 @@ index, is 50; the reconstruction error differs by ~3% and the fit takes 2.5x les
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -68,22 +66,17 @@ from baselines.transformer import SequenceTransformer, init_weights
 from baselines.vq_codes import item_codes
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, full_precision, last_position
+from bench.model import (
+    MODELS,
+    ModelConfig,
+    ModelContext,
+    PretrainFinetune,
+    full_precision,
+    last_position,
+)
 from bench.softmax_ce import next_item_ce
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import same_target_pairs
-
-FINETUNE_ONLY = frozenset(
-    {
-        "pretrain",
-        "freeze_encoder",
-        "reassign",
-        "reassign_steps",
-        "sinkhorn_iters",
-        "sinkhorn_tau",
-        "perm_init",
-    }
-)
 
 
 class VQRecConfig(FeatureInputs, ModelConfig):
@@ -151,10 +144,21 @@ def fake_codes(
 
 
 @MODELS.register("vqrec")
-class VQRec(SeqRecModel):
+class VQRec(PretrainFinetune):
     Config = VQRecConfig
     label = "VQ-Rec"
-    stages = ("pretrain", "finetune")
+    # config fields that only act once pre-training is over: they never key the pre-trained stage
+    finetune_only = frozenset(
+        {
+            "pretrain",
+            "freeze_encoder",
+            "reassign",
+            "reassign_steps",
+            "sinkhorn_iters",
+            "sinkhorn_tau",
+            "perm_init",
+        }
+    )
     # codes belong to the stage's dataset; the assignment and its step counter to the fine-tuning
     dataset_specific = ("item_codes", "perm_logits", "finetune_steps")
     trainer_defaults = {
@@ -181,14 +185,8 @@ class VQRec(SeqRecModel):
         },
     }
 
-    @classmethod
-    def stages_for(cls, config: VQRecConfig) -> tuple[str, ...]:
-        return cls.stages if config.pretrain else ("finetune",)
-
     def __init__(self, config: VQRecConfig, ctx: ModelContext):
         super().__init__(config, ctx)
-        self.stages = self.stages_for(config)  # instance attribute shadows the class-level tuple
-        self.stage = self.stages[-1]
         feats = ctx.features
         if feats is None:
             raise BenchError(
@@ -242,15 +240,6 @@ class VQRec(SeqRecModel):
         # the reference freezes positions + layers and keeps training the input LayerNorm
         for part in (self.encoder.position, self.encoder.encoder):
             part.requires_grad_(not frozen)
-
-    def sample_mode_for(self, stage: str) -> str:
-        return "prefix" if stage == "pretrain" else "packed"
-
-    def stage_spec(self, stage: str) -> dict[str, Any]:
-        spec = self.config.model_dump()
-        if stage == "pretrain":
-            return {k: v for k, v in spec.items() if k not in FINETUNE_ONLY}
-        return spec
 
     # ----- item side -----
     def code_table(self) -> torch.Tensor:

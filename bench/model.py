@@ -106,6 +106,35 @@ class SeqRecModel(nn.Module):
         raise NotImplementedError
 
 
+class PretrainFinetune(SeqRecModel):
+    """A model that pre-trains, then fine-tunes (`config.pretrain = False`: fine-tuning only).
+    Pre-training reads 'prefix' rows (one sequence per row: in-batch negatives); fine-tuning
+    reads 'packed' rows, the same (history, next item) pairs with ~4x fewer rows here. The
+    pre-trained stage is keyed by every config field except the `finetune_only` ones, so
+    fine-tuning variants share one stored pre-training."""
+
+    stages = ("pretrain", "finetune")
+    finetune_only: ClassVar[frozenset[str]] = frozenset({"pretrain"})
+
+    @classmethod
+    def stages_for(cls, config: ModelConfig) -> tuple[str, ...]:
+        return cls.stages if config.pretrain else ("finetune",)
+
+    def __init__(self, config: ModelConfig, ctx: ModelContext):
+        super().__init__(config, ctx)
+        self.stages = self.stages_for(config)  # instance attribute shadows the class-level tuple
+        self.stage = self.stages[-1]
+
+    def sample_mode_for(self, stage: str) -> str:
+        return "prefix" if stage == "pretrain" else "packed"
+
+    def stage_spec(self, stage: str) -> dict[str, Any]:
+        spec = self.config.model_dump()
+        if stage == "pretrain":
+            return {k: v for k, v in spec.items() if k not in self.finetune_only}
+        return spec
+
+
 MODELS: Registry[type[SeqRecModel]] = Registry("model")
 
 

@@ -9,9 +9,6 @@ from pydantic import Field
 from bench.features.inputs import FeatureInputs
 from bench.model import ModelConfig
 
-# Fields that only matter once pre-training is over: they never key the pre-trained checkpoint.
-FINETUNE_ONLY_FIELDS = frozenset({"pretrain", "id_embeddings"})
-
 
 class MSM4SRConfig(FeatureInputs, ModelConfig):
     # --- backbone (MSM4SR.md section 2) ---
@@ -46,5 +43,3 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
     # --- fine-tuning (section 4) ---
     id_embeddings: bool = True  # False = the inductive variant
 
-    def pretrain_spec(self) -> dict:
-        return {k: v for k, v in self.model_dump().items() if k not in FINETUNE_ONLY_FIELDS}

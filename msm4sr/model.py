@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
-from bench.model import MODELS, ModelContext, SeqRecModel, full_precision, last_position
+from bench.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
@@ -19,12 +17,12 @@ from msm4sr.pooling import AttentionPool
 
 
 @MODELS.register("msm4sr")
-class MSM4SR(SeqRecModel):
+class MSM4SR(PretrainFinetune):
     Config = MSM4SRConfig
     label = "MSM4SR"
-    # Every stage the model can have; an instance's own `stages` follows config.pretrain
-    # (see stages_for): ("pretrain", "finetune") or just ("finetune",).
-    stages = ("pretrain", "finetune")
+    # stages, row layouts and stage keys come from PretrainFinetune
+    # fields that only matter once pre-training is over: they never key the pre-trained stage
+    finetune_only = frozenset({"pretrain", "id_embeddings"})
     # The ID table; the feature tables are non-persistent buffers (never in a state_dict) and are
     # listed too so that a state saved by other means still transfers.
     dataset_specific = ("id_emb.", "feat_")
@@ -38,14 +36,8 @@ class MSM4SR(SeqRecModel):
                      "clip_grad_norm": 5.0, "valid_metric": "Recall@20"},
     }
 
-    @classmethod
-    def stages_for(cls, config: MSM4SRConfig) -> tuple[str, ...]:
-        return ("pretrain", "finetune") if config.pretrain else ("finetune",)
-
     def __init__(self, config: MSM4SRConfig, ctx: ModelContext):
         super().__init__(config, ctx)
-        self.stages = self.stages_for(config)  # instance attribute shadows the class-level tuple
-        self.stage = self.stages[-1]
         self.modalities = tuple(config.modalities)
         feats = ctx.features
         if feats is None:
@@ -91,20 +83,6 @@ class MSM4SR(SeqRecModel):
     def set_stage(self, stage: str) -> None:
         super().set_stage(stage)
         self._cache = None
-
-    def sample_mode_for(self, stage: str) -> str:
-        """Pre-training needs 'prefix' rows (one sequence per row, in-batch negatives).
-        Fine-tuning uses 'packed' rows: the same (history, next item) pairs and per-target CE
-        as the authors' prefix rows, with ~4x fewer rows on these datasets (a packed batch of
-        256 rows carries about the 1024 targets of the authors' batch)."""
-        return "prefix" if stage == "pretrain" else "packed"
-
-    def stage_spec(self, stage: str) -> dict[str, Any]:
-        if stage == "pretrain":
-            return self.config.pretrain_spec()
-        if stage == "finetune":
-            return self.config.model_dump()
-        raise ValueError(f"MSM4SR has no stage {stage!r}")
 
     @property
     def uses_ids(self) -> bool:
