@@ -230,11 +230,6 @@ class UniSRec(PretrainFinetune):
             return normalize(h) @ normalize(table).T
 
     # ----- losses -----
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.stage == "pretrain":
-            return self.pretrain_loss(batch)
-        return self.finetune_loss(batch)
-
     def seq_seq_view(self, seq: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The item-dropped view (new tensors; the batch is never written)."""
         ratio = torch.full((len(seq),), self.config.item_drop, device=seq.device)

@@ -290,11 +290,9 @@ class VQRec(PretrainFinetune):
 
     # ----- losses -----
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.stage == "pretrain":
-            return self.pretrain_loss(batch)
-        out = self.finetune_loss(batch)
-        if self.training:
-            self.finetune_steps += 1
+        out = super().loss(batch)
+        if self.training and self.stage == "finetune":
+            self.finetune_steps += 1  # the re-assignment phase counts optimiser steps
         return out
 
     def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

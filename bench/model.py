@@ -128,6 +128,15 @@ class PretrainFinetune(SeqRecModel):
     def sample_mode_for(self, stage: str) -> str:
         return "prefix" if stage == "pretrain" else "packed"
 
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.pretrain_loss(batch) if self.stage == "pretrain" else self.finetune_loss(batch)
+
+    def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
     def stage_spec(self, stage: str) -> dict[str, Any]:
         spec = self.config.model_dump()
         if stage == "pretrain":

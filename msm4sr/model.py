@@ -156,11 +156,6 @@ class MSM4SR(PretrainFinetune):
         return total
 
     # ----- losses -----
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.stage == "pretrain":
-            return self.pretrain_loss(batch)
-        return self.finetune_loss(batch)
-
     def pretrain_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         cfg = self.config
         seq, lengths = batch["input"], batch["lengths"]
