@@ -35,6 +35,10 @@ class GRU4RecConfig(ModelConfig):
 class GRU4Rec(SeqRecModel):
     Config = GRU4RecConfig
     label = "GRU4Rec (CE)"
+    # A packed row trains every position of one user, so 256 rows take ~4x fewer optimiser steps per
+    # epoch than RecBole's 2048 prefix rows; on scientific 64 rows reached a better validation
+    # Recall@20 (0.118 vs 0.107, seed 0, 50 epochs, patience 5) and is the default.
+    trainer_defaults = {"train": {"batch_size": 64}}
 
     def __init__(self, config: GRU4RecConfig, ctx: ModelContext):
         super().__init__(config, ctx)

@@ -31,8 +31,13 @@ import torch
 
 from bench.errors import BenchError
 
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU-feature probe at INFO
-import faiss  # noqa: E402
+
+def _faiss():
+    """faiss, imported on first use: only VQ-Rec needs it, and importing it costs every CLI call."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU-feature probe at INFO
+    import faiss
+
+    return faiss
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,8 @@ def check_settings(dim: int, n_train: int, n_codes: int, code_bits: int, opq: bo
         )
 
 
-def _pq(dim: int, n_codes: int, code_bits: int, seed: int) -> faiss.ProductQuantizer:
-    pq = faiss.ProductQuantizer(dim, n_codes, code_bits)
+def _pq(dim: int, n_codes: int, code_bits: int, seed: int):
+    pq = _faiss().ProductQuantizer(dim, n_codes, code_bits)
     pq.verbose = False
     pq.cp.seed = seed
     pq.cp.min_points_per_centroid = 1  # only silences faiss's "please provide more points" warning
@@ -89,6 +94,7 @@ def fit_quantizer(
     x = np.ascontiguousarray(x_train, dtype=np.float32)
     n, dim = x.shape
     check_settings(dim, n, n_codes, code_bits, opq=opq_iters > 0)
+    faiss = _faiss()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads or torch.get_num_threads())
     try:

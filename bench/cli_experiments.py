@@ -101,30 +101,31 @@ def suite_run(
     budget: str = BudgetOpt,
     force: bool = typer.Option(False, help="Re-run cells that are already complete."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells and their status; run nothing."),
+    models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
     """Run the suite's cells whose records are missing."""
     from bench.progress import Reporter
     from bench.runner import RunEnv, run_hash
-    from bench.suites import budget_label, cells, load_suite, parse_shard, run_suite
-    from bench.suites import shard as take_shard
+    from bench.suites import budget_label, load_suite, parse_shard, run_suite, select
 
     console = _console()
     suite = load_suite(name)
     k_n = parse_shard(shard)
+    only = [m.strip() for m in models.split(",") if m.strip()] if models else None
     label = budget_label(budget)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
         if dry_run:
-            todo = take_shard(cells(suite, budget), *k_n)
+            todo = select(suite, budget, k_n, only)
             for c in todo:
                 key = run_hash(c.spec(suite.protocol), env)
                 state = "complete" if env.store.is_complete(key) else "missing"
                 console.print(f"{c.describe():>48}  {key}  {state}")
             console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
-        report = run_suite(suite, env, budget, k_n, force=force)
+        report = run_suite(suite, env, budget, k_n, force=force, models=only)
         log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "

@@ -54,7 +54,8 @@ def git_revision() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copied tree without .git (a cluster node, a lent GPU machine): the sender says which
+        return os.environ.get("BENCH_GIT_REVISION", "unknown")
 
 
 def provenance() -> dict:

@@ -7,8 +7,9 @@ in that order; every cell is one run of the runner, stored under its run hash, s
 suite only executes the cells whose record is missing and `--shard k/N` (cells i with
 i % N == k - 1) splits the work across machines writing to one store.
 
-Override precedence (later wins): suite overrides, the suite's per-model overrides, tuned
-parameters (params_from), the variation, the budget's overrides, the budget's per-model ones.
+Override precedence (later wins): suite overrides, the suite's per-dataset overrides (e.g. a
+cross-domain suite's source for each target), the suite's per-model overrides, tuned parameters
+(params_from), the variation, the budget's overrides, the budget's per-model ones.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Suite(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     overrides: dict[str, Any] = Field(default_factory=dict)
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    dataset_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # a path template ({model}, {dataset}, {protocol}) of `bench tune` summaries whose best
     # params are applied; a missing file means the model's defaults (reported)
     params_from: str | None = None
@@ -82,6 +84,9 @@ class Suite(BaseModel):
             raise ValueError("a suite needs at least one dataset, model and seed")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models repeated: {self.models}")
+        stray = set(self.dataset_overrides) - set(self.datasets)
+        if stray:
+            raise ValueError(f"dataset_overrides name datasets the suite does not run: {sorted(stray)}")
         clash = set(self.variations) & set(self.sweep_variations())
         if clash:
             raise ValueError(f"variation names clash with sweep values: {sorted(clash)}")
@@ -217,7 +222,8 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
             for dataset in datasets:
                 tuned, source = tuned_params(suite, model, dataset)
                 overrides = {
-                    **suite.overrides, **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
+                    **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
+                    **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
                     **b.overrides, **b.model_overrides.get(model, {}),
                 }
                 for seed in seeds:
@@ -239,8 +245,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
-    """Cells i with i % n == k - 1 (k is 1-based)."""
-    return [c for c in all_cells if c.index % n == k - 1]
+    """The i-th cells of the list with i % n == k - 1 (k is 1-based)."""
+    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
+
+
+def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
+           models: list[str] | None = None) -> list[Cell]:
+    """This shard's cells, of the named models only when `models` is given."""
+    todo = cells(suite, budget)
+    if models:
+        unknown = sorted(set(models) - set(suite.models))
+        if unknown:
+            raise BenchError(f"--models {','.join(unknown)}: not in suite {suite.name} (its models: "
+                             f"{', '.join(suite.models)})")
+        todo = [c for c in todo if c.model in models]
+    return shard(todo, *shard_spec)
 
 
 def budget_label(budget: str) -> str:
@@ -257,7 +276,7 @@ class SuiteRunReport:
 
 
 def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
-              force: bool = False) -> SuiteRunReport:
+              force: bool = False, models: list[str] | None = None) -> SuiteRunReport:
     """Execute this shard's cells whose records are missing (all of them with force)."""
     import time
 
@@ -266,7 +285,7 @@ def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, in
 
     started = time.perf_counter()
     report = SuiteRunReport()
-    todo = shard(cells(suite, budget), *shard_spec)
+    todo = select(suite, budget, shard_spec, models)
     label = budget_label(budget)
     env.reporter.info(f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}: {len(todo)} cells")
     store = env.store
