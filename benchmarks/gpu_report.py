@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def measure(env: RunEnv, model: str, device: str, users: int | None, epochs: int
         m = cls(config, ctx).to(device)
         m.set_stage(stage)
         result = fit(m, split, stage, spec.trainer[stage], spec.evaluation, 0, 50)
-        out[f"{stage}_s_per_epoch"] = sum(result.train_seconds) / len(result.train_seconds)
+        seconds = result.train_seconds[1:] or result.train_seconds  # the first epoch pays the warm-up
+        out[f"{stage}_s_per_epoch"] = statistics.median(seconds)
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -63,13 +65,14 @@ def main() -> None:
     a = ap.parse_args()
     env = RunEnv(data_root(), bench_home())
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    report = {"hardware": hardware(), "results": {}}
+    report = {"hardware": hardware(), "torch_threads": torch.get_num_threads(), "users": a.users,
+              "epochs": a.epochs, "results": {}}
     for model in a.models.split(","):
         for device in devices:
             report["results"][f"{model}/{device}"] = r = measure(env, model, device, a.users, a.epochs)
             print(model, device, {k: round(v, 3) for k, v in r.items()}, flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=2))
+            if a.out:  # after every measurement, so a run cut short keeps what it measured
+                Path(a.out).write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
