@@ -46,6 +46,7 @@ class BERT4RecConfig(ModelConfig):
 class BERT4Rec(SeqRecModel):
     Config = BERT4RecConfig
     label = "BERT4Rec"
+    honours_train_classes = False  # its Cloze softmax runs over every item
     sample_mode = "packed"
     # under-training is BERT4Rec's classic failure: a longer budget than the harness default
     trainer_defaults = {"train": {"epochs": 500, "patience": 30}}

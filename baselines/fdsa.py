@@ -75,7 +75,7 @@ class FDSA(SeqRecModel):
         return self.out_dropout(self.out_norm(out))
 
     def loss(self, batch):
-        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight, self.train_classes)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

@@ -56,7 +56,7 @@ class GRU4Rec(SeqRecModel):
         return self.dense(out)
 
     def loss(self, batch):
-        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight, self.train_classes)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_emb.weight.T

@@ -116,6 +116,7 @@ def item_attributes(ctx: ModelContext, config: S3RecConfig) -> torch.Tensor:
 class S3Rec(MaskTokenSASRec):
     Config = S3RecConfig
     label = "S3-Rec"
+    honours_train_classes = False  # pre-training samples negative items from every item
     stages = ("pretrain", "finetune")
     PRETRAIN_FIELDS = (
         "hidden", "layers", "heads", "ffn", "dropout", "mask_ratio", "aap_weight", "mip_weight",

@@ -40,7 +40,7 @@ class SASRec(SeqRecModel):
         return self.encoder(self.item_emb(seq))
 
     def loss(self, batch):
-        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight)
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_emb.weight, self.train_classes)
 
     def score(self, history, lengths):
         h = last_position(self.encode(history), lengths)

@@ -23,6 +23,7 @@ class SASRecBCEConfig(SASRecConfig):
 class SASRecBCE(SASRec):
     Config = SASRecBCEConfig
     label = "SASRec (BCE)"
+    honours_train_classes = False  # negatives are sampled from every item
     sample_mode = "packed"  # every position of the window is trained
 
     def loss(self, batch):

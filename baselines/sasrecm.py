@@ -46,7 +46,7 @@ class SASRecM(SeqRecModel):
         return self.encoder(self.item_vectors(seq))
 
     def loss(self, batch):
-        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_vectors())
+        return next_item_ce(self.encode(batch["input"]), batch["target"], self.item_vectors(), self.train_classes)
 
     def score(self, history, lengths):
         return last_position(self.encode(history), lengths) @ self.item_vectors().T

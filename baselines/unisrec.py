@@ -258,4 +258,4 @@ class UniSRec(PretrainFinetune):
     def finetune_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.encoder(self.seq_input(batch["input"]))
         with full_precision(out.device):  # cosine / tau logits
-            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(self.item_reps()))
+            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(self.item_reps()), self.train_classes)

@@ -335,4 +335,4 @@ class VQRec(PretrainFinetune):
         items = self.item_table()
         out = self.run_encoder(items[batch["input"]])
         with full_precision(out.device):  # cosine / tau logits
-            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(items))
+            return next_item_ce(normalize(out) / self.config.tau, batch["target"], normalize(items), self.train_classes)

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs
 from bench.registry import Registry
 
@@ -42,6 +43,10 @@ class ModelContext:
     train_item_counts: np.ndarray  # index 0 = padding
     features: Any = None  # the feature store's tensors, for content models
     extra: dict = field(default_factory=dict)
+    # [n_items + 1] bool: the items that exist at training time, i.e. the training softmax's classes
+    # (None: every item). Strict cold-item protocols leave the held-out items out: they are then
+    # neither targets nor negatives, so their ID embeddings keep their initial values.
+    train_classes: np.ndarray | None = None
 
 
 class SeqRecModel(nn.Module):
@@ -55,12 +60,21 @@ class SeqRecModel(nn.Module):
     stages: ClassVar[tuple[str, ...]] = ("train",)
     dataset_specific: ClassVar[tuple[str, ...]] = ()  # state_dict key prefixes not transferred
     trainer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # per stage, e.g. {"pretrain": {"lr": 1e-3}}
+    # whether the training loss restricts its classes to ctx.train_classes (next_item_ce does)
+    honours_train_classes: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, ctx: ModelContext):
         super().__init__()
         self.config = config
         self.n_items = ctx.n_items
         self.max_len = ctx.max_len
+        if ctx.train_classes is not None and not self.honours_train_classes:
+            raise BenchError(
+                f"{self.label or type(self).__name__}: the protocol keeps new items out of training, "
+                "but this model's loss samples or scores every item; it cannot run this protocol"
+            )
+        classes = None if ctx.train_classes is None else torch.as_tensor(ctx.train_classes, dtype=torch.bool)
+        self.register_buffer("train_classes", classes, persistent=False)
 
         self.stage = self.stages[-1]
 

@@ -118,7 +118,8 @@ class StageData:
 
 def _stage_data(env: RunEnv, ds: Dataset, split: Split, max_len: int, feature_params: dict | None) -> StageData:
     features = env.features_of(ds, feature_params) if feature_params is not None else None
-    ctx = ModelContext(ds.n_items, max_len, split.train.item_counts(ds.n_items), features)
+    ctx = ModelContext(ds.n_items, max_len, split.train.item_counts(ds.n_items), features,
+                       train_classes=split.train_classes)
     return StageData(ds.content_hash, split, ctx)
 
 

@@ -45,12 +45,29 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         return dh, dtable, None, None
 
 
-def next_item_ce(out: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+def next_item_ce(
+    out: torch.Tensor, target: torch.Tensor, items: torch.Tensor, classes: torch.Tensor | None = None
+) -> torch.Tensor:
     """The harness's training loss for every CE model: outputs `out` [B, L, H] at the positions
     that have a target (`target` [B, L], 0 = none) against the item table `items` [n_items + 1, H]
-    (row 0, the padding item, is never a class)."""
+    (row 0, the padding item, is never a class; nor is an item outside `classes`, see
+    ModelContext.train_classes)."""
     keep = target > 0
-    return softmax_ce(out[keep], items[1:], target[keep] - 1)
+    table, tgt = class_table(items, target[keep], classes)
+    return softmax_ce(out[keep], table, tgt)
+
+
+def class_table(
+    items: torch.Tensor, target: torch.Tensor, classes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of `items` [n_items + 1, ...] that are training classes (never row 0, the padding
+    item; only `classes` [n_items + 1] bool when given) and the targets (item ids) as row indices."""
+    if classes is None:
+        return items[1:], target - 1
+    cls = classes.clone()
+    cls[0] = False
+    row = torch.cumsum(cls, 0) - 1  # item id -> its row among the classes
+    return items[cls], row[target]
 
 
 def softmax_ce(

@@ -1,4 +1,4 @@
-"""RecBole 1.2.1 SASRec (or GRU4Rec, --model) on a split exported by benchmarks/recbole_export.py, with timings.
+"""RecBole 1.2.1 SASRec (or GRU4Rec, BERT4Rec: --model) on a split exported by benchmarks/recbole_export.py, with timings.
 
 Runs in the RecBole venv (/work/recbole-venv), NOT the project venv. Trains SASRec (CE loss,
 2 layers x 2 heads, hidden 64) on the exported training prefixes, early-stops on full-ranking
@@ -43,7 +43,25 @@ MODEL_CONFIG = {
                "layer_norm_eps": 1e-12, "initializer_range": 0.02},
     "GRU4Rec": {"loss_type": "CE", "embedding_size": 64, "hidden_size": 128, "num_layers": 1,
                 "dropout_prob": 0.3},
+    # ft_ratio: RecBole's share of training rows whose last item alone is masked (its default 0.5)
+    "BERT4Rec": {"loss_type": "CE", "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
+                 "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "hidden_act": "gelu",
+                 "layer_norm_eps": 1e-12, "initializer_range": 0.02, "mask_ratio": 0.2, "ft_ratio": 0.5},
 }
+
+
+class TimeLimit(Exception):
+    """--max-seconds ran out before the next epoch."""
+
+
+def numpy2_aliases() -> None:
+    """RecBole 1.2.1 aliases np.float to np.float_ and friends, which numpy 2 removed; give them back."""
+    import numpy as np
+
+    for name, value in {"float_": np.float64, "int_": np.int64, "bool_": np.bool_, "complex_": np.complex128,
+                        "object_": np.object_, "unicode_": np.str_}.items():
+        if not hasattr(np, name):
+            setattr(np, name, value)
 
 
 def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
@@ -83,8 +101,8 @@ def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
         "eval_batch_size": a.eval_batch_size,
         "metric_decimal_place": 10,
         # environment
-        "gpu_id": "",
-        "use_gpu": False,
+        "gpu_id": "0" if a.device == "cuda" else "",
+        "use_gpu": a.device == "cuda",
         "seed": a.seed,
         "reproducibility": True,
         "show_progress": False,
@@ -109,6 +127,9 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=2048)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="start no epoch after this many seconds of training; the best epoch so far is tested")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the CPU box has 2 cores)")
     ap.add_argument("--workdir", default=None, help="RecBole's cwd for log/ (default: temp dir, removed)")
     ap.add_argument("--keep-anomaly-mode", action="store_true",
@@ -141,6 +162,7 @@ def main() -> None:
 
     torch.load = _load
 
+    numpy2_aliases()
     import recbole
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -191,6 +213,8 @@ def main() -> None:
         orig_train, orig_valid = trainer._train_epoch, trainer._valid_epoch
 
         def timed_train(train_data, epoch_idx, *args, **kw):
+            if a.max_seconds and time.perf_counter() - t_fit > a.max_seconds:
+                raise TimeLimit
             s = time.perf_counter()
             loss = orig_train(train_data, epoch_idx, *args, **kw)
             epochs.append({"epoch": epoch_idx, "train_seconds": time.perf_counter() - s,
@@ -211,11 +235,13 @@ def main() -> None:
         trainer._train_epoch, trainer._valid_epoch = timed_train, timed_valid
         trainer._save_checkpoint = keep_best
 
-        t0 = time.perf_counter()
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=True, show_progress=False, verbose=True
-        )
-        fit_seconds = time.perf_counter() - t0
+        t_fit = time.perf_counter()
+        stopped_by_time = False
+        try:
+            trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=True)
+        except TimeLimit:  # --max-seconds: evaluate the best epoch so far, and say so
+            stopped_by_time = True
+        fit_seconds = time.perf_counter() - t_fit
 
         model.load_state_dict(state["best_state"])
         t0 = time.perf_counter()
@@ -240,10 +266,9 @@ def main() -> None:
         "dataset": name,
         "export_info": {k: v for k, v in export_info.items() if k != "split_definition"},
         "seed": a.seed,
+        "device": str(config["device"]),
         "hyperparameters": {
-            "loss_type": "CE", "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
-            "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "hidden_act": "gelu",
-            "layer_norm_eps": 1e-12, "initializer_range": 0.02, "max_len": a.max_len, "lr": a.lr,
+            **MODEL_CONFIG[a.model], "max_len": a.max_len, "lr": a.lr,
             "train_batch_size": a.train_batch_size, "eval_batch_size": a.eval_batch_size,
             "max_epochs": a.epochs, "patience": a.patience, "valid_metric": "recall@20",
         },
@@ -254,8 +279,9 @@ def main() -> None:
         "sizes": sizes,
         "epochs_run": len(epochs),
         "best_epoch": state["best_epoch"],
-        "best_valid_score": float(best_valid_score),
-        "best_valid": {k: float(v) for k, v in (best_valid_result or {}).items()},
+        "stopped_by_time_limit": stopped_by_time,
+        "best_valid_score": float(trainer.best_valid_score),
+        "best_valid": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
         "test": {k: float(v) for k, v in test_result.items()},
         "timing": {
             "import_seconds": t_import,

@@ -9,6 +9,7 @@ from torch import nn
 from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
+from bench.softmax_ce import class_table
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
@@ -231,11 +232,12 @@ class MSM4SR(PretrainFinetune):
                 cand = cand + self.id_emb.weight
                 z_in = z_in + self.id_emb(seq)
             out = self.encoder(z_in)[keep]
+            table, tgt = class_table(cand, target[keep], self.train_classes)  # never the padding item
             with full_precision(out.device):
-                s = normalize(out) @ normalize(cand[1:]).T  # the padding item is never a class
+                s = normalize(out) @ normalize(table).T
             logits = s if logits is None else logits + s
         with full_precision(logits.device):
-            return F.cross_entropy(logits / self.config.tau, target[keep] - 1)
+            return F.cross_entropy(logits / self.config.tau, tgt)
 
 
 def scatter_rows(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,7 @@ class Split:
     _test: EvalCases
     definition: dict[str, Any]
     test_unlocked: bool = field(default=False)
+    train_classes: np.ndarray | None = None  # see ModelContext.train_classes (None: every item)
 
     @property
     def test(self) -> EvalCases:

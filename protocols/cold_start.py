@@ -65,7 +65,7 @@ from protocols.leave_one_out import LeaveOneOut, LeaveOneOutConfig
 
 KINDS = ("item", "long_tail", "user")
 _KIND_FIELDS = {
-    "item": ("seed", "item_fraction"),
+    "item": ("seed", "item_fraction", "new_items"),
     "long_tail": ("tail_max_count",),  # deterministic: no seed
     "user": ("seed", "user_fraction", "user_history"),
 }
@@ -80,6 +80,10 @@ class ColdStartConfig(ProtocolConfig):
     tail_max_count: int = Field(5, ge=0)  # long_tail: max training occurrences of a test target
     user_fraction: float = Field(0.2, gt=0, lt=1)  # user: share of eligible users held out (valid + test)
     user_history: Literal[1, 2, 3] = 2  # user: history items a cold user keeps
+    # item: "absent" = held-out items do not exist at training time (neither targets nor softmax
+    # negatives, so ID models rank them at chance); "negatives" = they stay in the training softmax
+    # as negatives only (CE then pushes every ID embedding of theirs below the warm items)
+    new_items: Literal["absent", "negatives"] = "absent"
 
 
 @dataclass
@@ -167,7 +171,8 @@ class ColdStart(Protocol):
             "test_target_items": int(len(np.unique(test.targets))),
         }
         self._check(ds, definition)
-        return ColdStartSplit(ds.n_items, train, valid, test, definition)
+        classes = ~is_cold if cfg.new_items == "absent" else None
+        return ColdStartSplit(ds.n_items, train, valid, test, definition, train_classes=classes)
 
     def _long_tail(self, ds: Dataset) -> Split:
         cfg = self.config

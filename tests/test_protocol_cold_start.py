@@ -122,3 +122,52 @@ def test_user_histories_are_short_and_cold_users_untrained(scientific, k):
 def test_definition_names_only_the_kinds_thresholds():
     d = CS(CS.Config(kind="user")).definition()
     assert d["kind"] == "user" and d["user_history"] == 2 and "item_fraction" not in d
+
+
+def test_item_new_items_are_not_training_classes(scientific, item_split):
+    protocol, split = item_split
+    cold = protocol.cold_items(scientific)
+    assert split.train_classes is not None and not split.train_classes[cold].any()
+    assert split.train_classes[1:].sum() == scientific.n_items - len(cold)
+    as_negatives = CS(CS.Config(kind="item", new_items="negatives")).split(scientific)
+    assert as_negatives.train_classes is None
+    assert CS(CS.Config(kind="long_tail")).split(scientific).train_classes is None
+
+
+def test_item_new_items_keep_their_initial_embeddings(scientific, item_split):
+    """SASRec trained on the strict split never moves a held-out item's embedding (no target, no
+    negative), while the warm items' embeddings train; 'negatives' moves them."""
+    import torch
+    from helpers import fit_steps
+
+    from bench.batching import make_rows
+    from bench.model import ModelContext, get_model_class
+
+    protocol, split = item_split
+    cold = torch.as_tensor(protocol.cold_items(scientific))
+    inp, tgt = make_rows(split.train, 50, "packed")
+    batch = {"input": inp[:64].long(), "target": tgt[:64].long(), "lengths": (inp[:64] > 0).sum(1)}
+    sasrec = get_model_class("sasrec")
+    moved = {}
+    for classes in (split.train_classes, None):
+        torch.manual_seed(0)
+        ctx = ModelContext(scientific.n_items, 50, split.train.item_counts(scientific.n_items), train_classes=classes)
+        model = sasrec(sasrec.Config(dropout=0.0), ctx)
+        before = model.item_emb.weight.detach().clone()
+        fit_steps(model, batch, steps=3)
+        delta = (model.item_emb.weight.detach() - before).abs().sum(1)
+        moved[classes is None] = (delta[cold].max().item(), delta[1:].max().item())
+    assert moved[False][0] == 0.0 and moved[False][1] > 0
+    assert moved[True][0] > 0
+
+
+def test_a_model_whose_loss_uses_every_item_refuses_the_strict_item_split(scientific, item_split):
+    from bench.model import ModelContext, get_model_class
+
+    _, split = item_split
+    ctx = ModelContext(scientific.n_items, 50, split.train.item_counts(scientific.n_items),
+                       train_classes=split.train_classes)
+    for name in ("bert4rec", "sasrec_bce"):
+        cls = get_model_class(name)
+        with pytest.raises(BenchError, match="new items out of training"):
+            cls(cls.Config(), ctx)

@@ -42,3 +42,21 @@ def test_next_item_ce_takes_targeted_positions_and_never_the_padding_class():
     keep = target > 0
     expect = F.cross_entropy(out[keep] @ items[1:].T, target[keep] - 1)
     assert next_item_ce(out, target, items).item() == pytest.approx(expect.item(), rel=1e-6)
+
+
+def test_next_item_ce_restricted_classes_is_ce_over_those_items_only():
+    g = torch.Generator().manual_seed(0)
+    n_items, h = 30, 8
+    items = torch.randn(n_items + 1, h, generator=g)
+    classes = torch.rand(n_items + 1, generator=g) > 0.4
+    warm = torch.nonzero(classes[1:]).squeeze(1) + 1  # item ids that are classes
+    out = torch.randn(3, 5, h, generator=g)
+    target = warm[torch.randint(len(warm), (3, 5), generator=g)]
+    target[:, :2] = 0  # positions without a target
+    keep = target > 0
+    logits = out[keep] @ items[warm].T
+    expected = F.cross_entropy(logits, torch.searchsorted(warm, target[keep]))
+    torch.testing.assert_close(next_item_ce(out, target, items, classes), expected)
+    # padding is never a class, even when `classes` says so
+    classes[0] = True
+    torch.testing.assert_close(next_item_ce(out, target, items, classes), expected)
