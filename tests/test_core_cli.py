@@ -57,6 +57,14 @@ def test_bad_input_one_line_error(args, message, tmp_path, data_root):
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_unknown_command_is_a_usage_error_not_a_traceback(tmp_path, data_root):
+    proc = bench("suite", "status", home=tmp_path, data_root=data_root)
+    assert proc.returncode == 2
+    assert "No such command 'status'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = bench("suite", "run", "main", "--models", "nope", "--dry-run", home=tmp_path, data_root=data_root)
+    assert proc.returncode == 2 and "--models nope: not in suite main" in proc.stderr
+
+
 def test_missing_data_root_is_named(tmp_path):
     proc = bench("data", "stats", "scientific", home=tmp_path, data_root=tmp_path / "absent")
     assert proc.returncode == 2

@@ -14,7 +14,7 @@ from bench.cli import app
 from bench.errors import BenchError
 from bench.report import build_table, render
 from bench.runner import RunEnv, run_hash
-from bench.suites import cells, list_suites, load_suite, parse_shard, run_suite, shard
+from bench.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1}
 
@@ -73,6 +73,29 @@ def test_sharding_partitions_cells(tmp_path):
     for bad in ("0/3", "4/3", "x", "1/0"):
         with pytest.raises(BenchError):
             parse_shard(bad)
+
+
+def test_model_selection_shards_only_those_cells(tmp_path):
+    suite = load_suite(str(write_suite(tmp_path, models=["pop", "sasrec", "gru4rec"], seeds=[0, 1, 2])))
+    parts = [select(suite, "full", (k, 2), ["gru4rec", "pop"]) for k in (1, 2)]
+    chosen = sorted(c.index for p in parts for c in p)
+    assert chosen == sorted(c.index for c in cells(suite) if c.model in ("gru4rec", "pop"))
+    assert abs(len(parts[0]) - len(parts[1])) <= 1  # balanced over the selection, not the whole suite
+    with pytest.raises(BenchError, match="--models bert4rec: not in suite"):
+        select(suite, "full", (1, 1), ["bert4rec"])
+
+
+def test_dataset_overrides_apply_per_dataset(tmp_path):
+    path = write_suite(tmp_path, datasets=["scientific", "office"],
+                       dataset_overrides={"office": {"sasrec.dropout": 0.4}})
+    by_dataset = {c.dataset: c.spec("leave_one_out").model_params for c in cells(load_suite(str(path)))
+                  if c.model == "sasrec"}
+    assert by_dataset["office"]["dropout"] == 0.4 and by_dataset["scientific"]["dropout"] != 0.4
+    with pytest.raises(BenchError, match="dataset_overrides name datasets"):
+        load_suite(str(write_suite(tmp_path, dataset_overrides={"office": {}})))
+    cross = load_suite("cross_domain")
+    targets = {(c.dataset, c.spec(cross.protocol).dataset) for c in cells(cross, "cpu")}
+    assert targets == {("scientific", "scientific"), ("office", "office")}
 
 
 def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
