@@ -48,14 +48,16 @@ def hardware() -> dict:
 
 
 def git_revision() -> str:
+    # a copied tree (a cluster node, a lent GPU machine) may carry no .git or a stale one: the sender says
+    if os.environ.get("BENCH_GIT_REVISION"):
+        return os.environ["BENCH_GIT_REVISION"]
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copied tree without .git (a cluster node, a lent GPU machine): the sender says which
-        return os.environ.get("BENCH_GIT_REVISION", "unknown")
+        return "unknown"
 
 
 def provenance() -> dict:

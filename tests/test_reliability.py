@@ -77,3 +77,14 @@ def test_determinism_check_reports_identical_hashes(data_root, tmp_path):
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.split("metric hashes:")[1].split()[:2]
     assert first == second and "deterministic" in proc.stdout
+
+
+def test_git_revision_is_the_senders_when_given(monkeypatch):
+    """A tree copied to another machine may hold no .git or a stale one; BENCH_GIT_REVISION names it."""
+    from bench.provenance import git_revision
+
+    monkeypatch.delenv("BENCH_GIT_REVISION", raising=False)
+    local = git_revision()
+    assert local != "abc123"
+    monkeypatch.setenv("BENCH_GIT_REVISION", "abc123")
+    assert git_revision() == "abc123"
