@@ -148,14 +148,25 @@ def run_cost(records: list[dict]) -> dict[str, Any]:
         "parameters": records[0].get("parameters"),
         "best_epoch": float(np.mean(best)) + 1 if best else None,  # 1-based, as epochs are counted
         "s_per_epoch": {st: float(np.mean([r["timings"][st]["s_per_epoch"] for r in records])) for st in stages},
+        "machine": ", ".join(sorted({machine_label(r) for r in records})),
     }
+
+
+def machine_label(record: dict) -> str:
+    """Where a run trained: the GPU's name, or the CPU and its torch threads (s/epoch depends on it)."""
+    hw = record.get("provenance", {}).get("hardware", {})
+    devices = {stage.get("device", "auto") for stage in record.get("spec", {}).get("trainer", {}).values()}
+    if hw.get("gpu") and devices != {"cpu"}:
+        return hw["gpu"]
+    threads = hw.get("torch_threads")
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else "CPU"
 
 
 def render_costs(table: SuiteTable) -> str:
     """Markdown: what each row cost (the machine is in the records' provenance)."""
     several = len({r.dataset for r in table.rows}) > 1
-    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | s/epoch |",
-             "|" + ("---|" if several else "") + "---|---|---|---|"]
+    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | s/epoch | machine |",
+             "|" + ("---|" if several else "") + "---|---|---|---|---|"]
     for r in table.rows:
         c = r.cost
         if not c:
@@ -164,7 +175,7 @@ def render_costs(table: SuiteTable) -> str:
         best = f"{c['best_epoch']:.1f}" if c["best_epoch"] is not None else "—"
         params = f"{c['parameters']:,}" if c.get("parameters") is not None else "—"
         lines.append("| " + (f"{r.dataset} | " if several else "") + f"{r.label} | {params} | {best} | "
-                     f"{per_stage} |")
+                     f"{per_stage} | {c.get('machine') or '—'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -278,8 +278,15 @@ def test_run_cost_averages_seeds_per_stage():
     recs = [{"parameters": 10, "best_epoch": b, "timings": {"total_s": 9.0, "pretrain": {"s_per_epoch": p},
                                                           "finetune": {"s_per_epoch": f}}}
             for b, p, f in ((3, 2.0, 1.0), (5, 4.0, 3.0))]
-    assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0}}
+    assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0},
+                              "machine": "CPU"}
     assert run_cost([]) == {}
+    # the machine column says where each seed trained: a GPU unless the spec pinned the cpu
+    gpu = {"provenance": {"hardware": {"gpu": "NVIDIA H200", "torch_threads": 1}},
+           "spec": {"trainer": {"train": {"device": "auto"}}}}
+    pinned = {"provenance": {"hardware": {"gpu": "NVIDIA H200", "torch_threads": 16}},
+              "spec": {"trainer": {"train": {"device": "cpu"}}}}
+    assert run_cost([{**recs[0], **gpu}, {**recs[1], **pinned}])["machine"] == "CPU, 16 threads, NVIDIA H200"
 
 
 def test_a_model_untouched_by_the_variations_is_shown_once(tmp_path, env):
