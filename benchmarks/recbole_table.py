@@ -1,0 +1,86 @@
+"""Our models beside RecBole 1.2.1 on the identical split: one markdown table.
+
+Reads the JSON results of benchmarks/recbole_sasrec.py (one per model and seed) and the rows of a
+suite table (same dataset, leave-one-out, full ranking) from the store, e.g.
+
+    python benchmarks/recbole_table.py results/recbole/*.json --suite main --budget cpu \
+        --out results/recbole-crosscheck-cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench.paths import bench_home, data_root
+from bench.report import build_table, provenance_header
+from bench.runner import RunEnv
+from bench.suites import load_suite
+
+OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec"}
+METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50"]
+
+
+def recbole_rows(paths: list[Path]) -> dict[str, list[dict]]:
+    by_model = defaultdict(list)
+    for p in paths:
+        by_model[json.loads(p.read_text())["model"]].append(json.loads(p.read_text()))
+    return by_model
+
+
+def cell(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+
+def recbole_line(model: str, runs: list[dict]) -> str:
+    metrics = [cell([r["test"][m.lower()] for r in runs]) for m in METRICS]
+    best = np.mean([r["best_epoch"] + 1 for r in runs])
+    s_epoch = np.mean([r["timing"]["train_epoch_seconds_median"] for r in runs])
+    device = runs[0].get("device", "cpu")
+    where = f"{device}, {runs[0]['machine']['torch_threads']} thread(s)" if device == "cpu" else device
+    limited = sum(bool(r.get("stopped_by_time_limit")) for r in runs)
+    budget = f"max {runs[0]['hyperparameters']['max_epochs']} ep., patience {runs[0]['hyperparameters']['patience']}"
+    if limited:
+        budget += f"; {limited} run(s) cut by a time limit after {min(r['epochs_run'] for r in runs)}+ epochs"
+    return (f"| {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(metrics)
+            + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recbole", nargs="+", type=Path, help="recbole_sasrec.py result JSON files")
+    ap.add_argument("--suite", default="main")
+    ap.add_argument("--budget", default="cpu")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    suite = load_suite(a.suite)
+    table = build_table(suite, RunEnv(data_root(), bench_home()), a.budget)
+    ours = {row.arm[1]: row for row in table.rows}
+    lines = ["| Model | implementation | seeds | " + " | ".join(METRICS) + " | best epoch | s/epoch | budget |",
+             "|---" * (len(METRICS) + 6) + "|"]
+    for model, runs in sorted(recbole_rows(a.recbole).items()):
+        row = ours.get(OURS.get(model, ""))
+        if row is not None and row.n_done:
+            c = row.cost
+            s_epoch = ", ".join(f"{v:.2f}" for v in c["s_per_epoch"].values())
+            lines.append(f"| {model} | msm4sr-bench | {row.n_done} | "
+                         + " | ".join(f"{row.means[m]:.4f} ± {row.stds[m]:.4f}" for m in METRICS)
+                         + f" | {c['best_epoch']:.1f} | {s_epoch} ({c['machine']}) | suite {a.suite}, {a.budget} budget |")
+        lines.append(recbole_line(model, runs))
+    body = "\n".join(lines) + "\n"
+    text = (provenance_header("md", "python " + shlex.join(sys.argv)) + "\n" + body
+            + "\nTest split, full ranking over all items, mean ± std (ddof 1) over seeds; best epoch 1-based; "
+              "s/epoch = training seconds per epoch (median per run for RecBole, mean for ours).\n")
+    if a.out:
+        a.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
