@@ -49,6 +49,7 @@ class SuiteTable:
     comparisons: list[dict]
     caption: str
     ties: str = "pessimistic"
+    n_items: dict[str, int] = field(default_factory=dict)  # dataset -> catalogue size (chance level)
 
     @property
     def metrics(self) -> list[str]:
@@ -118,6 +119,7 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     comparisons = _significance(suite, rows, store, split)
     ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
+    table.n_items = {r["dataset"]["name"]: r["dataset"]["items"] for r in records.values() if "dataset" in r}
     table.caption = caption(table)
     return table
 
@@ -236,6 +238,7 @@ def caption(table: SuiteTable) -> str:
         f"{', '.join(dict.fromkeys(r.dataset for r in table.rows))}; {s.protocol}, test split, full ranking "
         f"({table.ties} ties); mean ± std over {seed_text} seeds.",
         "Best in bold, second best underlined.",
+        *_chance_note(table),
     ]
     ref = s.reference_arm()
     if ref is not None:
@@ -251,6 +254,16 @@ def caption(table: SuiteTable) -> str:
     if missing:
         parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
     return " ".join(parts)
+
+
+def _chance_note(table: SuiteTable) -> list[str]:
+    """What a uniformly random ranking scores: Recall@K = K / items (the floor ID models fall to on
+    strict cold items)."""
+    ks = [int(m.split("@")[1]) for m in table.metrics if m.startswith("Recall@")]
+    if not ks or not table.n_items:
+        return []
+    parts = [f"{d} ({n:,} items): " + ", ".join(f"@{k} {k / n:.4f}" for k in ks) for d, n in table.n_items.items()]
+    return [f"Chance Recall (random ranking) on {'; '.join(parts)}."]
 
 
 def _tuning_note(table: SuiteTable) -> list[str]:

@@ -296,3 +296,13 @@ def test_a_model_untouched_by_the_variations_is_shown_once(tmp_path, env):
     save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
     labels = [r.label for r in build_table(suite, env, "full").rows]
     assert labels == ["SASRec (CE)", "GRU4Rec (CE) [a]", "GRU4Rec (CE) [b]"]
+
+
+def test_caption_states_the_chance_recall_of_a_random_ranking():
+    from bench.report import SuiteTable, _chance_note
+
+    suite = load_suite("cold_start_item")
+    table = SuiteTable(suite, "cpu", [], [], "", n_items={"scientific": 4000})
+    assert _chance_note(table) == ["Chance Recall (random ranking) on scientific (4,000 items): "
+                                   "@10 0.0025, @20 0.0050, @50 0.0125."]
+    assert _chance_note(SuiteTable(suite, "cpu", [], [], "")) == []
