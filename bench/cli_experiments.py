@@ -102,6 +102,8 @@ def suite_run(
     force: bool = typer.Option(False, help="Re-run cells that are already complete."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells and their status; run nothing."),
     models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
+    jobs: int = typer.Option(1, min=1, help="Worker processes on this machine (shards k/N of the selection, one "
+                             "store); several share a GPU well."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -115,8 +117,13 @@ def suite_run(
     k_n = parse_shard(shard)
     only = [m.strip() for m in models.split(",") if m.strip()] if models else None
     label = budget_label(budget)
+    if jobs > 1 and (shard or dry_run):
+        raise BenchError("--jobs runs every shard of the selection here; drop --shard / --dry-run (or --jobs)")
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
+        if jobs > 1:
+            _run_jobs(name, budget, models, force, jobs, env, suite, only, reporter)
+            return
         if dry_run:
             todo = select(suite, budget, k_n, only)
             for c in todo:
@@ -135,6 +142,22 @@ def suite_run(
     for key, err in report.failed:
         console.print(f"  failed {key}: {err}")
     if report.failed:
+        raise typer.Exit(1)
+
+
+def _run_jobs(name, budget, models, force, jobs, env, suite, only, reporter) -> None:
+    from bench.runner import run_hash
+    from bench.suites import budget_label, select
+    from bench.workers import run_workers
+
+    args = ["suite", "run", name, "--budget", budget, "--data-root", str(env.data_root), "--home", str(env.home)]
+    args += (["--models", models] if models else []) + (["--force"] if force else [])
+    codes = run_workers(args, jobs, env.home, reporter)
+    todo = select(suite, budget, (1, 1), only)
+    done = sum(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in todo)
+    _console().print(f"suite {suite.name} ({budget_label(budget)}), {jobs} workers: {done}/{len(todo)} cells complete; "
+                     f"worker exit codes {codes}")
+    if any(codes) or done < len(todo):
         raise typer.Exit(1)
 
 

@@ -306,3 +306,17 @@ def test_caption_states_the_chance_recall_of_a_random_ranking():
     assert _chance_note(table) == ["Chance Recall (random ranking) on scientific (4,000 items): "
                                    "@10 0.0025, @20 0.0050, @50 0.0125."]
     assert _chance_note(SuiteTable(suite, "cpu", [], [], "")) == []
+
+
+def test_jobs_run_every_cell_in_worker_processes(tmp_path, env, data_root):
+    path = write_suite(tmp_path)
+    args = ["suite", "run", str(path), "--home", str(env.home), "--data-root", str(data_root)]
+    result = CliRunner().invoke(app, [*args, "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "4/4 cells complete" in result.output and "worker exit codes [0, 0]" in result.output
+    suite = load_suite(str(path))
+    assert all(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in cells(suite))
+    logs = sorted((env.home / "logs").glob("*-worker-*-of-2.log"))
+    assert len(logs) == 2 and all("shard" in p.read_text() for p in logs)
+    refused = CliRunner().invoke(app, [*args, "--jobs", "2", "--shard", "1/2"])
+    assert refused.exit_code != 0
