@@ -50,6 +50,7 @@ class SuiteTable:
     caption: str
     ties: str = "pessimistic"
     n_items: dict[str, int] = field(default_factory=dict)  # dataset -> catalogue size (chance level)
+    split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> what the split affects
 
     @property
     def metrics(self) -> list[str]:
@@ -120,6 +121,8 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
     table.n_items = {r["dataset"]["name"]: r["dataset"]["items"] for r in records.values() if "dataset" in r}
+    table.split_counts = {r["dataset"]["name"]: split_counts(r.get("protocol", {})) for r in records.values()
+                          if "dataset" in r}
     table.caption = caption(table)
     return table
 
@@ -239,6 +242,7 @@ def caption(table: SuiteTable) -> str:
         f"({table.ties} ties); mean ± std over {seed_text} seeds.",
         "Best in bold, second best underlined.",
         *_chance_note(table),
+        *_split_note(table),
     ]
     ref = s.reference_arm()
     if ref is not None:
@@ -254,6 +258,24 @@ def caption(table: SuiteTable) -> str:
     if missing:
         parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
     return " ".join(parts)
+
+
+COUNT_WORDS = ("cases", "users", "items", "interactions", "sequences", "targets")
+
+
+def split_counts(definition: dict) -> dict[str, int]:
+    """The integer counts of a protocol definition (cases, users, items... it affects)."""
+    return {k: v for k, v in definition.items()
+            if isinstance(v, int) and not isinstance(v, bool) and not k.startswith(("min_", "max_"))
+            and any(w in k for w in COUNT_WORDS)}
+
+
+def _split_note(table: SuiteTable) -> list[str]:
+    """Every model and seed of a cell shares one split (seeded by the protocol): say what it holds."""
+    if table.suite.protocol == "leave_one_out":
+        return []
+    return [f"Split of {d}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()) + "."
+            for d, counts in table.split_counts.items() if counts]
 
 
 def _chance_note(table: SuiteTable) -> list[str]:

@@ -320,3 +320,11 @@ def test_jobs_run_every_cell_in_worker_processes(tmp_path, env, data_root):
     assert len(logs) == 2 and all("shard" in p.read_text() for p in logs)
     refused = CliRunner().invoke(app, [*args, "--jobs", "2", "--shard", "1/2"])
     assert refused.exit_code != 0
+
+
+def test_split_counts_are_the_definitions_counts_not_its_thresholds():
+    from bench.report import split_counts
+
+    definition = {"protocol": "cold_start", "kind": "item", "cold_items": 438, "test_cases": 1822, "users": 8442,
+                  "min_cases": 100, "max_users": None, "seed": 0, "item_fraction": 0.1, "candidates": None}
+    assert split_counts(definition) == {"cold_items": 438, "test_cases": 1822, "users": 8442}
