@@ -38,6 +38,14 @@ def _complete_records(suite: Suite, env, budget: str):
             yield cell, record
 
 
+def final_stage(model: str, history: dict) -> str:
+    """The last stage the model ran (records sort their keys, so 'finetune' precedes 'pretrain')."""
+    from bench.model import get_model_class
+
+    order = get_model_class(model).stages
+    return max(history, key=lambda st: order.index(st) if st in order else -1)
+
+
 def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
     """One figure per dataset: mean (over seeds) validation metric per epoch of the final stage."""
     plt = _plt()
@@ -47,7 +55,7 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
         history = record.get("history") or {}
         if not history:
             continue  # untrainable models have no epochs
-        stage = list(history)[-1]
+        stage = final_stage(cell.model, history)
         metric = record["spec"]["trainer"][stage]["valid_metric"]
         metric_name[cell.dataset] = metric
         curves.setdefault(cell.dataset, {}).setdefault(cell.arm, []).append([h[metric] for h in history[stage]])

@@ -328,3 +328,11 @@ def test_split_counts_are_the_definitions_counts_not_its_thresholds():
     definition = {"protocol": "cold_start", "kind": "item", "cold_items": 438, "test_cases": 1822, "users": 8442,
                   "min_cases": 100, "max_users": None, "seed": 0, "item_fraction": 0.1, "candidates": None}
     assert split_counts(definition) == {"cold_items": 438, "test_cases": 1822, "users": 8442}
+
+
+def test_curves_use_the_final_stage_although_records_sort_their_keys():
+    from bench.plots import final_stage
+
+    assert final_stage("msm4sr", {"finetune": [], "pretrain": []}) == "finetune"
+    assert final_stage("s3rec", {"finetune": [], "pretrain": []}) == "finetune"
+    assert final_stage("sasrec", {"train": []}) == "train"
