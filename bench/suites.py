@@ -250,15 +250,18 @@ def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
 
 
 def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
-           models: list[str] | None = None) -> list[Cell]:
-    """This shard's cells, of the named models only when `models` is given."""
+           models: list[str] | None = None, datasets: list[str] | None = None) -> list[Cell]:
+    """This shard's cells, of the named models / datasets only when given."""
     todo = cells(suite, budget)
-    if models:
-        unknown = sorted(set(models) - set(suite.models))
+    for option, wanted, field_ in (("models", models, "model"), ("datasets", datasets, "dataset")):
+        if not wanted:
+            continue
+        have = list(dict.fromkeys(getattr(c, field_) for c in todo))
+        unknown = sorted(set(wanted) - set(have))
         if unknown:
-            raise BenchError(f"--models {','.join(unknown)}: not in suite {suite.name} (its models: "
-                             f"{', '.join(suite.models)})")
-        todo = [c for c in todo if c.model in models]
+            raise BenchError(f"--{option} {','.join(unknown)}: not in suite {suite.name} at this budget "
+                             f"(its {option}: {', '.join(have)})")
+        todo = [c for c in todo if getattr(c, field_) in wanted]
     return shard(todo, *shard_spec)
 
 
@@ -276,7 +279,8 @@ class SuiteRunReport:
 
 
 def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
-              force: bool = False, models: list[str] | None = None) -> SuiteRunReport:
+              force: bool = False, models: list[str] | None = None,
+              datasets: list[str] | None = None) -> SuiteRunReport:
     """Execute this shard's cells whose records are missing (all of them with force)."""
     import time
 
@@ -285,7 +289,7 @@ def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, in
 
     started = time.perf_counter()
     report = SuiteRunReport()
-    todo = select(suite, budget, shard_spec, models)
+    todo = select(suite, budget, shard_spec, models, datasets)
     label = budget_label(budget)
     env.reporter.info(f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}: {len(todo)} cells")
     store = env.store

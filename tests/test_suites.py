@@ -83,6 +83,9 @@ def test_model_selection_shards_only_those_cells(tmp_path):
     assert abs(len(parts[0]) - len(parts[1])) <= 1  # balanced over the selection, not the whole suite
     with pytest.raises(BenchError, match="--models bert4rec: not in suite"):
         select(suite, "full", (1, 1), ["bert4rec"])
+    assert {c.dataset for c in select(suite, "full", (1, 1), None, ["scientific"])} == {"scientific"}
+    with pytest.raises(BenchError, match="--datasets office: not in suite"):
+        select(suite, "full", (1, 1), None, ["office"])
 
 
 def test_dataset_overrides_apply_per_dataset(tmp_path):
