@@ -103,6 +103,7 @@ def suite_run(
     dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells and their status; run nothing."),
     models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
     datasets: str = typer.Option(None, help="Comma-separated: only these datasets' cells."),
+    variations: str = typer.Option(None, help="Comma-separated: only these variations' cells."),
     jobs: int = typer.Option(1, min=1, help="Worker processes on this machine (shards k/N of the selection, one "
                              "store); several share a GPU well."),
     data_root_: Path = DataRoot,
@@ -117,24 +118,25 @@ def suite_run(
     suite = load_suite(name)
     k_n = parse_shard(shard)
     only = _names(models)
-    only_ds = _names(datasets)
+    only_ds, only_var = _names(datasets), _names(variations)
     label = budget_label(budget)
     if jobs > 1 and (shard or dry_run):
         raise BenchError("--jobs runs every shard of the selection here; drop --shard / --dry-run (or --jobs)")
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
         if jobs > 1:
-            _run_jobs(name, budget, models, datasets, force, jobs, env, suite, reporter)
+            _run_jobs(name, budget, {"models": models, "datasets": datasets, "variations": variations},
+                      force, jobs, env, suite, reporter)
             return
         if dry_run:
-            todo = select(suite, budget, k_n, only, only_ds)
+            todo = select(suite, budget, k_n, only, only_ds, only_var)
             for c in todo:
                 key = run_hash(c.spec(suite.protocol), env)
                 state = "complete" if env.store.is_complete(key) else "missing"
                 console.print(f"{c.describe():>48}  {key}  {state}")
             console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
-        report = run_suite(suite, env, budget, k_n, force=force, models=only, datasets=only_ds)
+        report = run_suite(suite, env, budget, k_n, force=force, models=only, datasets=only_ds, variations=only_var)
         log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
@@ -151,16 +153,17 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _run_jobs(name, budget, models, datasets, force, jobs, env, suite, reporter) -> None:
+def _run_jobs(name, budget, filters: dict[str, str | None], force, jobs, env, suite, reporter) -> None:
     from bench.runner import run_hash
     from bench.suites import budget_label, select
     from bench.workers import run_workers
 
     args = ["suite", "run", name, "--budget", budget, "--data-root", str(env.data_root), "--home", str(env.home)]
-    args += (["--models", models] if models else []) + (["--datasets", datasets] if datasets else [])
+    for option, value in filters.items():
+        args += [f"--{option}", value] if value else []
     args += ["--force"] if force else []
     codes = run_workers(args, jobs, env.home, reporter)
-    todo = select(suite, budget, (1, 1), _names(models), _names(datasets))
+    todo = select(suite, budget, (1, 1), *(_names(v) for v in filters.values()))
     done = sum(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in todo)
     _console().print(f"suite {suite.name} ({budget_label(budget)}), {jobs} workers: {done}/{len(todo)} cells complete; "
                      f"worker exit codes {codes}")

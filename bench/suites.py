@@ -250,10 +250,12 @@ def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
 
 
 def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
-           models: list[str] | None = None, datasets: list[str] | None = None) -> list[Cell]:
-    """This shard's cells, of the named models / datasets only when given."""
+           models: list[str] | None = None, datasets: list[str] | None = None,
+           variations: list[str] | None = None) -> list[Cell]:
+    """This shard's cells, of the named models / datasets / variations only when given."""
     todo = cells(suite, budget)
-    for option, wanted, field_ in (("models", models, "model"), ("datasets", datasets, "dataset")):
+    for option, wanted, field_ in (("models", models, "model"), ("datasets", datasets, "dataset"),
+                                   ("variations", variations, "variation")):
         if not wanted:
             continue
         have = list(dict.fromkeys(getattr(c, field_) for c in todo))
@@ -280,7 +282,7 @@ class SuiteRunReport:
 
 def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
               force: bool = False, models: list[str] | None = None,
-              datasets: list[str] | None = None) -> SuiteRunReport:
+              datasets: list[str] | None = None, variations: list[str] | None = None) -> SuiteRunReport:
     """Execute this shard's cells whose records are missing (all of them with force)."""
     import time
 
@@ -289,7 +291,7 @@ def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, in
 
     started = time.perf_counter()
     report = SuiteRunReport()
-    todo = select(suite, budget, shard_spec, models, datasets)
+    todo = select(suite, budget, shard_spec, models, datasets, variations)
     label = budget_label(budget)
     env.reporter.info(f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}: {len(todo)} cells")
     store = env.store

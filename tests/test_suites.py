@@ -86,6 +86,9 @@ def test_model_selection_shards_only_those_cells(tmp_path):
     assert {c.dataset for c in select(suite, "full", (1, 1), None, ["scientific"])} == {"scientific"}
     with pytest.raises(BenchError, match="--datasets office: not in suite"):
         select(suite, "full", (1, 1), None, ["office"])
+    cross = load_suite("cross_domain")
+    picked = select(cross, "cpu", (1, 1), ["msm4sr"], ["office"], ["zero_shot"])
+    assert [(c.variation, c.model, c.dataset) for c in picked] == [("zero_shot", "msm4sr", "office")] * 3
 
 
 def test_dataset_overrides_apply_per_dataset(tmp_path):
