@@ -117,26 +117,25 @@ def suite_run(
     console = _console()
     suite = load_suite(name)
     k_n = parse_shard(shard)
-    only = _names(models)
-    only_ds, only_var = _names(datasets), _names(variations)
+    filters = {"models": models, "datasets": datasets, "variations": variations}
+    picked = {option: _names(value) for option, value in filters.items()}
     label = budget_label(budget)
     if jobs > 1 and (shard or dry_run):
         raise BenchError("--jobs runs every shard of the selection here; drop --shard / --dry-run (or --jobs)")
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
         if jobs > 1:
-            _run_jobs(name, budget, {"models": models, "datasets": datasets, "variations": variations},
-                      force, jobs, env, suite, reporter)
+            _run_jobs(name, budget, filters, force, jobs, env, suite, reporter)
             return
         if dry_run:
-            todo = select(suite, budget, k_n, only, only_ds, only_var)
+            todo = select(suite, budget, k_n, **picked)
             for c in todo:
                 key = run_hash(c.spec(suite.protocol), env)
                 state = "complete" if env.store.is_complete(key) else "missing"
                 console.print(f"{c.describe():>48}  {key}  {state}")
             console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
-        report = run_suite(suite, env, budget, k_n, force=force, models=only, datasets=only_ds, variations=only_var)
+        report = run_suite(suite, env, budget, k_n, force=force, **picked)
         log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
@@ -163,7 +162,7 @@ def _run_jobs(name, budget, filters: dict[str, str | None], force, jobs, env, su
         args += [f"--{option}", value] if value else []
     args += ["--force"] if force else []
     codes = run_workers(args, jobs, env.home, reporter)
-    todo = select(suite, budget, (1, 1), *(_names(v) for v in filters.values()))
+    todo = select(suite, budget, (1, 1), **{option: _names(value) for option, value in filters.items()})
     done = sum(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in todo)
     _console().print(f"suite {suite.name} ({budget_label(budget)}), {jobs} workers: {done}/{len(todo)} cells complete; "
                      f"worker exit codes {codes}")
