@@ -9,8 +9,10 @@ validation or test cases.
 item (strict cold items)
     A seeded `item_fraction` of the item ids 1..n_items (uniform over ids, so cold items follow
     the item popularity distribution, mostly tail items) is held out. Every interaction with a
-    cold item is removed from every training sequence, so no model trains on their ids (their
-    embeddings only ever see gradient as softmax negatives, if at all).
+    cold item is removed from every training sequence, and with `new_items="absent"` (default)
+    they are not classes of the training softmax either (`split.train_classes`): at training time
+    they do not exist, so their ID embeddings keep their initial values. `new_items="negatives"`
+    keeps them as negatives only, which pushes an ID model's scores for them below every warm item.
     Evaluation case of a user: the LAST cold-item interaction in their sequence; its history is
     the user's earlier WARM interactions in order (earlier cold interactions are removed from the
     history too: their ids are unseen, and an ID model would read untrained embeddings). Users
