@@ -120,9 +120,9 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     comparisons = _significance(suite, rows, store, split)
     ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
-    table.n_items = {r["dataset"]["name"]: r["dataset"]["items"] for r in records.values() if "dataset" in r}
-    table.split_counts = {r["dataset"]["name"]: split_counts(r.get("protocol", {})) for r in records.values()
-                          if "dataset" in r}
+    one_per_dataset = {r["dataset"]["name"]: r for r in records.values() if "dataset" in r}  # one split each
+    table.n_items = {d: r["dataset"]["items"] for d, r in one_per_dataset.items()}
+    table.split_counts = {d: split_counts(r.get("protocol", {})) for d, r in one_per_dataset.items()}
     table.caption = caption(table)
     return table
 

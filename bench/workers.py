@@ -26,7 +26,7 @@ def run_workers(args: list[str], n: int, home: Path, reporter, poll_s: float = P
     """Start the n workers, report progress until all exit, and return their exit codes."""
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "BENCH_HOME": str(home)}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     procs = []
     for k, cmd in enumerate(worker_commands(args, n), 1):

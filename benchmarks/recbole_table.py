@@ -30,7 +30,8 @@ METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50
 def recbole_rows(paths: list[Path]) -> dict[str, list[dict]]:
     by_model = defaultdict(list)
     for p in paths:
-        by_model[json.loads(p.read_text())["model"]].append(json.loads(p.read_text()))
+        run = json.loads(p.read_text())
+        by_model[run["model"]].append(run)
     return by_model
 
 
