@@ -22,6 +22,8 @@ from protocols.base import PROTOCOLS, Protocol, Split
 from protocols.leave_one_out import LeaveOneOut, LeaveOneOutConfig
 
 MODES = ("transductive", "inductive", "zero_shot")
+# how a model config spells "no item-ID embeddings": MSM4SR's flag, UniSRec's fine-tuning mode
+NO_ID_FIELDS = {"id_embeddings": False, "mode": "inductive"}
 
 
 class CrossDomainConfig(LeaveOneOutConfig):
@@ -59,9 +61,9 @@ class CrossDomain(Protocol):
 
     def model_overrides(self, fields: set[str]) -> dict[str, Any]:
         """Config changes the mode implies for models that have them (no IDs unless transductive)."""
-        if self.config.mode != "transductive" and "id_embeddings" in fields:
-            return {"id_embeddings": False}
-        return {}
+        if self.config.mode == "transductive":
+            return {}
+        return {k: v for k, v in NO_ID_FIELDS.items() if k in fields}
 
     def split(self, ds: Dataset) -> Split:
         return self.loo().split(ds)

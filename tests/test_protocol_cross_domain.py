@@ -59,3 +59,14 @@ def test_pretrain_on_source_then_transfer(data_root, tmp_path):
     assert records["inductive"]["label"] == "MSM4SR [inductive]"
     pop = build_spec("x", "cross_domain", "pop", 0, parse_overrides(base))
     assert execute(pop, env)[1]["label"] == "Pop [target only]"
+
+
+@pytest.mark.parametrize("mode", ["transductive", "inductive", "zero_shot"])
+def test_every_model_drops_ids_outside_transductive_mode(mode):
+    """UniSRec spells it mode=inductive, MSM4SR id_embeddings=False; a model left with its ID table in
+    zero-shot would add untrained random ID vectors to every item."""
+    base = ["protocol.source=office", "protocol.target=scientific", f"protocol.mode={mode}"]
+    unisrec = build_spec("x", "cross_domain", "unisrec", 0, parse_overrides(base)).model_params
+    msm4sr = build_spec("x", "cross_domain", "msm4sr", 0, parse_overrides(base)).model_params
+    assert unisrec["mode"] == ("transductive" if mode == "transductive" else "inductive")
+    assert msm4sr["id_embeddings"] is (mode == "transductive")
