@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.hashing import hash_obj
 from bench.suites import Suite, budget_label, cells
 
 
@@ -46,10 +47,40 @@ def final_stage(model: str, history: dict) -> str:
     return max(history, key=lambda st: order.index(st) if st in order else -1)
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def arm_style(suite: Suite, arm: tuple[str, str]) -> dict:
+    """Colour per model and line style per variation (colour per variation in a one-model suite),
+    so no two arms of a 12-arm figure share a look (the default cycle has 10 colours)."""
+    variation, model = arm
+    v = list(suite.all_variations()).index(variation)
+    if len(suite.models) == 1:
+        return {"color": f"C{v % 10}", "linestyle": LINESTYLES[v // 10 % len(LINESTYLES)]}
+    return {"color": f"C{suite.models.index(model) % 10}", "linestyle": LINESTYLES[v % len(LINESTYLES)]}
+
+
+def shared_arms(suite: Suite, runs_of: dict[tuple, set[str]]) -> dict[tuple, str]:
+    """Arm -> legend label, one arm per set of identical runs (e.g. an ID-only model that every
+    variation of a content suite shares): that arm is drawn once, named with all its variations."""
+    first: dict[frozenset, list[tuple]] = {}
+    for arm, hashes in runs_of.items():
+        first.setdefault(frozenset(hashes), []).append(arm)
+    labels = {}
+    for arms in first.values():
+        arm = arms[0]
+        label = suite.arm_label(arm)
+        if len(arms) > 1:
+            label = f"{label.rsplit(' [', 1)[0]} [{', '.join(a[0] for a in arms)}]"
+        labels[arm] = label
+    return labels
+
+
 def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
     """One figure per dataset: mean (over seeds) validation metric per epoch of the final stage."""
     plt = _plt()
     curves: dict[str, dict[tuple, list[list[float]]]] = {}
+    runs_of: dict[str, dict[tuple, set[str]]] = {}
     metric_name = {}
     for cell, record in _complete_records(suite, env, budget):
         history = record.get("history") or {}
@@ -59,22 +90,25 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
         metric = record["spec"]["trainer"][stage]["valid_metric"]
         metric_name[cell.dataset] = metric
         curves.setdefault(cell.dataset, {}).setdefault(cell.arm, []).append([h[metric] for h in history[stage]])
+        runs_of.setdefault(cell.dataset, {}).setdefault(cell.arm, set()).add(hash_obj(record["spec"]))
     written = []
     for dataset, arms in curves.items():
         fig, ax = plt.subplots(figsize=(6, 4))
-        for arm, runs in arms.items():
+        for arm, label in shared_arms(suite, runs_of[dataset]).items():
+            runs = arms[arm]
             n = max(len(r) for r in runs)
             padded = np.full((len(runs), n), np.nan)
             for i, r in enumerate(runs):
                 padded[i, : len(r)] = r
-            ax.plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=3, label=suite.arm_label(arm))
+            ax.plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=3, label=label,
+                    **arm_style(suite, arm))
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (final stage)")
         ax.set_ylabel(f"validation {metric_name[dataset]} (mean over seeds)")
         ax.set_title(f"{suite.title}: {dataset} ({budget_label(budget)})", fontsize=9)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), handlelength=3.5)
         written += _save(fig, out_dir / f"{suite.name}-{budget}-curves-{dataset}")
         plt.close(fig)
     return written
@@ -109,7 +143,7 @@ def stage_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
                     for i, r in enumerate(runs):
                         padded[i, : len(r)] = [h[key] for h in r]
                     axes[row, col].plot(np.arange(n), np.nanmean(padded, axis=0), marker="o", ms=2,
-                                        label=suite.arm_label(arm))
+                                        label=suite.arm_label(arm), **arm_style(suite, arm))
                     axes[row, col].set_ylabel(f"{stage}: {'training loss' if key == 'loss' else 'validation ' + key}")
             axes[1, col].set_xlabel(f"{stage} epoch")
         axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -150,7 +184,7 @@ def sensitivity_curves(suite: Suite, env, budget: str, out_dir: Path, split: str
         ax.set_xlabel(key)
         ax.set_ylabel(f"{split} metric")
         ax.set_title(f"{suite.title}: {key} on {dataset} ({budget_label(budget)})", fontsize=9)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), handlelength=3.5)
         written += _save(fig, out_dir / f"{suite.name}-{budget}-sensitivity-{key.replace('.', '_')}-{dataset}")
         plt.close(fig)
     return written

@@ -104,7 +104,7 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     # rows grouped by dataset, in the suite's order
     datasets = list(dict.fromkeys(d for d, _ in by_row))
     rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
-                          run_keys, suite)
+                          run_keys, records)
     for row in rows:
         for m in suite.metrics:
             vals = [records[h]["metrics"][split][m] for h in row.seeds.values() if h is not None]
@@ -127,16 +127,18 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     return table
 
 
-def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], suite: Suite) -> list[Row]:
+def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dict[str, dict]) -> list[Row]:
     """A model that a variation does not touch (e.g. an ID-only model in a text vs text+image
-    suite) runs the same specs in every variation: show it once, under its plain label."""
+    suite) runs the same specs in every variation: show it once, under the label its runs give
+    themselves (e.g. "SASRec (CE) [target only]"), else its plain model label."""
     seen: dict[tuple, Row] = {}
     out = []
     for row in rows:
         key = (row.dataset, tuple(run_keys[id(row)]))
         if key in seen:
             first = seen[key]
-            first.label = get_model_class(row.arm[1]).label or row.arm[1]
+            labels = {records[h]["label"] for h in row.seeds.values() if h in records}
+            first.label = labels.pop() if len(labels) == 1 else get_model_class(row.arm[1]).label or row.arm[1]
             continue
         seen[key] = row
         out.append(row)

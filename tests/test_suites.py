@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import BenchError
+from bench.model import get_model_class
 from bench.report import build_table, render
 from bench.runner import RunEnv, run_hash
 from bench.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
@@ -130,7 +131,7 @@ def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
 
 def _fake_record(spec, metrics: dict, history: list[float]) -> dict:
     return {
-        "status": "complete", "label": spec.model, "spec": spec.model_dump(),
+        "status": "complete", "label": get_model_class(spec.model).label, "spec": spec.model_dump(),
         "metrics": {"valid": metrics, "test": metrics},
         "history": {"train": [{"epoch": i, "Recall@20": v} for i, v in enumerate(history)]},
     }
@@ -221,6 +222,18 @@ def test_plots_write_png_and_pdf(tmp_path, env):
     assert "tiny-full-curves-scientific.png" in names and "tiny-full-curves-scientific.pdf" in names
     assert "tiny-full-sensitivity-sasrec_dropout-scientific.png" in names
     assert (out_dir / "tiny-full-curves-scientific.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure_arms_look_distinct_and_shared_runs_are_drawn_once(tmp_path):
+    from bench.plots import arm_style, shared_arms
+
+    suite = load_suite(str(write_suite(tmp_path, variations={"a": {}, "b": {"sasrec.dropout": 0.1}})))
+    looks = {tuple(sorted(arm_style(suite, arm).items())) for arm in suite.arms()}
+    assert len(looks) == len(suite.arms()) == 4
+    labels = shared_arms(suite, {("a", "pop"): {"h1"}, ("b", "pop"): {"h1"},
+                                 ("a", "sasrec"): {"h2"}, ("b", "sasrec"): {"h3"}})
+    assert labels == {("a", "pop"): "Pop [a, b]", ("a", "sasrec"): "SASRec (CE) [a]",
+                      ("b", "sasrec"): "SASRec (CE) [b]"}
 
 
 def test_tuned_params_apply_and_are_reported(tmp_path, env):
