@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.hashing import hash_obj
+from bench.model import get_model_class
 from bench.suites import Suite, budget_label, cells
 
 
@@ -41,8 +42,6 @@ def _complete_records(suite: Suite, env, budget: str):
 
 def final_stage(model: str, history: dict) -> str:
     """The last stage the model ran (records sort their keys, so 'finetune' precedes 'pretrain')."""
-    from bench.model import get_model_class
-
     order = get_model_class(model).stages
     return max(history, key=lambda st: order.index(st) if st in order else -1)
 
@@ -87,6 +86,8 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
         if not history:
             continue  # untrainable models have no epochs
         stage = final_stage(cell.model, history)
+        if stage != get_model_class(cell.model).stages[-1]:
+            continue  # zero-shot: nothing trained on this dataset (its pre-training is in the stage figure)
         metric = record["spec"]["trainer"][stage]["valid_metric"]
         metric_name[cell.dataset] = metric
         curves.setdefault(cell.dataset, {}).setdefault(cell.arm, []).append([h[metric] for h in history[stage]])

@@ -355,3 +355,19 @@ def test_curves_use_the_final_stage_although_records_sort_their_keys():
     assert final_stage("msm4sr", {"finetune": [], "pretrain": []}) == "finetune"
     assert final_stage("s3rec", {"finetune": [], "pretrain": []}) == "finetune"
     assert final_stage("sasrec", {"train": []}) == "train"
+
+
+def test_zero_shot_runs_draw_no_validation_curve(tmp_path, monkeypatch):
+    """A zero-shot run trained nothing on the target: its only history is the source's pre-training."""
+    import bench.plots as plots
+
+    suite = load_suite("cross_domain")
+    by_mode = {c.variation: c for c in cells(suite, "cpu") if c.model == "msm4sr" and c.dataset == "office"}
+    spec = {"trainer": {"pretrain": {"valid_metric": "Recall@20"}, "finetune": {"valid_metric": "Recall@20"}}}
+    epochs = [{"loss": 1.0, "Recall@20": 0.1}, {"loss": 0.9, "Recall@20": 0.2}]
+    zero_shot = (by_mode["zero_shot"], {"history": {"pretrain": epochs}, "spec": spec})
+    finetuned = (by_mode["transductive"], {"history": {"pretrain": epochs, "finetune": epochs}, "spec": spec})
+    monkeypatch.setattr(plots, "_complete_records", lambda *a: iter([zero_shot]))
+    assert plots.validation_curves(suite, None, "cpu", tmp_path) == []
+    monkeypatch.setattr(plots, "_complete_records", lambda *a: iter([zero_shot, finetuned]))
+    assert len(plots.validation_curves(suite, None, "cpu", tmp_path)) == 2  # one figure, png + pdf
