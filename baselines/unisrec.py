@@ -72,6 +72,10 @@ class UniSRecConfig(FeatureInputs, ModelConfig):
     freeze_encoder: bool = True
 
     @classmethod
+    def without_ids(cls) -> dict:
+        return {"mode": "inductive"}
+
+    @classmethod
     def search_space(cls):
         return {
             "dropout": ("float", 0.2, 0.5),

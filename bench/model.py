@@ -33,6 +33,12 @@ class ModelConfig(BaseModel):
         """Optuna search space: {field: ("float"|"int"|"categorical", args...)}."""
         return {}
 
+    @classmethod
+    def without_ids(cls) -> dict[str, Any]:
+        """Field values that drop the item-ID table (inductive / zero-shot transfer); {} = the
+        model has none to drop."""
+        return {}
+
 
 @dataclass
 class ModelContext:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.hashing import hash_obj
 from bench.model import get_model_class
+from bench.report import identical_runs
 from bench.suites import Suite, budget_label, cells
 
 
@@ -35,9 +35,10 @@ def _complete_records(suite: Suite, env, budget: str):
 
     store = env.store
     for cell in cells(suite, budget):
-        record = store.load(run_hash(cell.spec(suite.protocol), env))
+        key = run_hash(cell.spec(suite.protocol), env)
+        record = store.load(key)
         if record is not None:
-            yield cell, record
+            yield cell, key, record
 
 
 def final_stage(model: str, history: dict) -> str:
@@ -62,12 +63,8 @@ def arm_style(suite: Suite, arm: tuple[str, str]) -> dict:
 def shared_arms(suite: Suite, runs_of: dict[tuple, set[str]]) -> dict[tuple, str]:
     """Arm -> legend label, one arm per set of identical runs (e.g. an ID-only model that every
     variation of a content suite shares): that arm is drawn once, named with all its variations."""
-    first: dict[frozenset, list[tuple]] = {}
-    for arm, hashes in runs_of.items():
-        first.setdefault(frozenset(hashes), []).append(arm)
     labels = {}
-    for arms in first.values():
-        arm = arms[0]
+    for arm, arms in identical_runs({arm: tuple(sorted(h)) for arm, h in runs_of.items()}).items():
         label = suite.arm_label(arm)
         if len(arms) > 1:
             label = f"{label.rsplit(' [', 1)[0]} [{', '.join(a[0] for a in arms)}]"
@@ -81,7 +78,7 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
     curves: dict[str, dict[tuple, list[list[float]]]] = {}
     runs_of: dict[str, dict[tuple, set[str]]] = {}
     metric_name = {}
-    for cell, record in _complete_records(suite, env, budget):
+    for cell, key, record in _complete_records(suite, env, budget):
         history = record.get("history") or {}
         if not history:
             continue  # untrainable models have no epochs
@@ -91,7 +88,7 @@ def validation_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Pat
         metric = record["spec"]["trainer"][stage]["valid_metric"]
         metric_name[cell.dataset] = metric
         curves.setdefault(cell.dataset, {}).setdefault(cell.arm, []).append([h[metric] for h in history[stage]])
-        runs_of.setdefault(cell.dataset, {}).setdefault(cell.arm, set()).add(hash_obj(record["spec"]))
+        runs_of.setdefault(cell.dataset, {}).setdefault(cell.arm, set()).add(key)
     written = []
     for dataset, arms in curves.items():
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -120,7 +117,7 @@ def stage_curves(suite: Suite, env, budget: str, out_dir: Path) -> list[Path]:
     epoch of every stage (pre-training is shared by the seeds; fine-tuning is the seeds' mean)."""
     plt = _plt()
     curves: dict[str, dict[tuple, dict[str, list[list[dict]]]]] = {}
-    for cell, record in _complete_records(suite, env, budget):
+    for cell, _, record in _complete_records(suite, env, budget):
         history = record.get("history") or {}
         if len(history) < 2:
             continue
@@ -161,7 +158,7 @@ def sensitivity_curves(suite: Suite, env, budget: str, out_dir: Path, split: str
     if not sweep_of:
         return []
     values: dict[tuple[str, str], dict[object, dict[str, list[float]]]] = {}
-    for cell, record in _complete_records(suite, env, budget):
+    for cell, _, record in _complete_records(suite, env, budget):
         if cell.variation not in sweep_of:
             continue
         key, value = sweep_of[cell.variation]

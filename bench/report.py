@@ -127,20 +127,24 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     return table
 
 
+def identical_runs(runs_of: dict[Any, tuple]) -> dict[Any, list[Any]]:
+    """First key -> every key with the same runs, in the given order: a model that no variation
+    touches (e.g. an ID-only model in a text vs text+image suite) runs the same specs in each."""
+    groups: dict[tuple, list] = {}
+    for key, runs in runs_of.items():
+        groups.setdefault(tuple(runs), []).append(key)
+    return {keys[0]: keys for keys in groups.values()}
+
+
 def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dict[str, dict]) -> list[Row]:
-    """A model that a variation does not touch (e.g. an ID-only model in a text vs text+image
-    suite) runs the same specs in every variation: show it once, under the label its runs give
-    themselves (e.g. "SASRec (CE) [target only]"), else its plain model label."""
-    seen: dict[tuple, Row] = {}
+    """Rows with identical runs shown once, under the label their runs give themselves (e.g.
+    "SASRec (CE) [target only]"), else the plain model label."""
     out = []
-    for row in rows:
-        key = (row.dataset, tuple(run_keys[id(row)]))
-        if key in seen:
-            first = seen[key]
+    for first, group in identical_runs({i: (r.dataset, *run_keys[id(r)]) for i, r in enumerate(rows)}).items():
+        row = rows[first]
+        if len(group) > 1:
             labels = {records[h]["label"] for h in row.seeds.values() if h in records}
-            first.label = labels.pop() if len(labels) == 1 else get_model_class(row.arm[1]).label or row.arm[1]
-            continue
-        seen[key] = row
+            row.label = labels.pop() if len(labels) == 1 else get_model_class(row.arm[1]).label or row.arm[1]
         out.append(row)
     return out
 

@@ -99,7 +99,7 @@ def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: di
     protocol_params = validated(protocol_cls.Config, groups["protocol"], "protocol")
     protocol_obj = protocol_cls(protocol_params)
     dataset = protocol_obj.dataset or dataset  # e.g. cross_domain names its own target
-    implied = protocol_obj.model_overrides(set(model_cls.Config.model_fields))
+    implied = protocol_obj.model_overrides(model_cls.Config)
     model_params = validated(model_cls.Config, {**groups["model"], **implied}, model).model_dump()
     trainer = {
         stage: validated(

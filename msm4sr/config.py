@@ -43,3 +43,7 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
     # --- fine-tuning (section 4) ---
     id_embeddings: bool = True  # False = the inductive variant
 
+
+    @classmethod
+    def without_ids(cls) -> dict:
+        return {"id_embeddings": False}

@@ -8,7 +8,7 @@ tuning and model selection code cannot read test targets by accident.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bench.data.dataset import Dataset
 from bench.errors import BenchError
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from bench.model import ModelConfig
 
 
 @dataclass
@@ -113,8 +116,8 @@ class Protocol:
         """The dataset this protocol evaluates on, if the protocol names it itself."""
         return None
 
-    def model_overrides(self, fields: set[str]) -> dict[str, Any]:
-        """Model config values the protocol implies (given the model's config fields)."""
+    def model_overrides(self, config_cls: type[ModelConfig]) -> dict[str, Any]:
+        """Model config values the protocol implies for this model's config class."""
         return {}
 
     def split(self, ds: Dataset) -> Split:

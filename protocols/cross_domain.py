@@ -12,7 +12,7 @@ Source and target must share one feature space (same encoder and tagger).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
@@ -21,9 +21,10 @@ from bench.errors import BenchError
 from protocols.base import PROTOCOLS, Protocol, Split
 from protocols.leave_one_out import LeaveOneOut, LeaveOneOutConfig
 
+if TYPE_CHECKING:
+    from bench.model import ModelConfig
+
 MODES = ("transductive", "inductive", "zero_shot")
-# how a model config spells "no item-ID embeddings": MSM4SR's flag, UniSRec's fine-tuning mode
-NO_ID_FIELDS = {"id_embeddings": False, "mode": "inductive"}
 
 
 class CrossDomainConfig(LeaveOneOutConfig):
@@ -59,11 +60,9 @@ class CrossDomain(Protocol):
     def sources(self) -> list[str]:
         return list(self.config.source)
 
-    def model_overrides(self, fields: set[str]) -> dict[str, Any]:
-        """Config changes the mode implies for models that have them (no IDs unless transductive)."""
-        if self.config.mode == "transductive":
-            return {}
-        return {k: v for k, v in NO_ID_FIELDS.items() if k in fields}
+    def model_overrides(self, config_cls: type[ModelConfig]) -> dict[str, Any]:
+        """No item-ID table unless transductive, in each config's own spelling."""
+        return {} if self.config.mode == "transductive" else config_cls.without_ids()
 
     def split(self, ds: Dataset) -> Split:
         return self.loo().split(ds)

@@ -365,8 +365,8 @@ def test_zero_shot_runs_draw_no_validation_curve(tmp_path, monkeypatch):
     by_mode = {c.variation: c for c in cells(suite, "cpu") if c.model == "msm4sr" and c.dataset == "office"}
     spec = {"trainer": {"pretrain": {"valid_metric": "Recall@20"}, "finetune": {"valid_metric": "Recall@20"}}}
     epochs = [{"loss": 1.0, "Recall@20": 0.1}, {"loss": 0.9, "Recall@20": 0.2}]
-    zero_shot = (by_mode["zero_shot"], {"history": {"pretrain": epochs}, "spec": spec})
-    finetuned = (by_mode["transductive"], {"history": {"pretrain": epochs, "finetune": epochs}, "spec": spec})
+    zero_shot = (by_mode["zero_shot"], "k0", {"history": {"pretrain": epochs}, "spec": spec})
+    finetuned = (by_mode["transductive"], "k1", {"history": {"pretrain": epochs, "finetune": epochs}, "spec": spec})
     monkeypatch.setattr(plots, "_complete_records", lambda *a: iter([zero_shot]))
     assert plots.validation_curves(suite, None, "cpu", tmp_path) == []
     monkeypatch.setattr(plots, "_complete_records", lambda *a: iter([zero_shot, finetuned]))
