@@ -50,6 +50,9 @@ class BERT4Rec(SeqRecModel):
     sample_mode = "packed"
     # under-training is BERT4Rec's classic failure: a longer budget than the harness default
     trainer_defaults = {"train": {"epochs": 500, "patience": 30}}
+    # what it needs to converge, which budgets never cut (bench/budgets.py): on scientific its best
+    # validation epoch is ~52 here and ~55 in RecBole 1.2.1 (patience 20; noisy Cloze validation)
+    training_need = {"train": {"epochs": 200, "patience": 20}}
 
     def __init__(self, config: BERT4RecConfig, ctx: ModelContext):
         super().__init__(config, ctx)

@@ -36,6 +36,13 @@ class DuoRecConfig(SASRecConfig):
     similarity: str = Field("dot", pattern="^(dot|cos)$")
     positive_bank: int = Field(65536, ge=0)  # training rows remembered for supervised positives
     positive_tries: int = Field(8, ge=1)
+    # False: every other view of the batch is a negative, as in the reference. True: views whose
+    # next item equals the anchor's are left out of its negatives (they are positives by
+    # DuoRec's own definition)
+    mask_same_target: bool = False
+    # True: views of identical item sequences (a quarter of scientific_mm's prefix rows repeat
+    # another row's input) are left out of each other's negatives: only dropout tells them apart
+    mask_same_input: bool = False
 
     @classmethod
     def search_space(cls):
@@ -114,6 +121,7 @@ class DuoRec(SASRec):
     def __init__(self, config: DuoRecConfig, ctx):
         super().__init__(config, ctx)
         self.bank = SequenceBank(config.positive_bank, ctx.max_len) if config.positive_bank else None
+        self.loss_parts: dict[str, torch.Tensor] = {}
 
     def positives(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Supervised positive sequences [B, L] (new tensors), whether each row found one, and
@@ -125,12 +133,30 @@ class DuoRec(SASRec):
         self.bank.add(seq, target)
         return self.bank.partners(seq, target, self.config.positive_tries)
 
+    def not_negatives(self, batch, sem: torch.Tensor, sem_target: torch.Tensor) -> torch.Tensor | None:
+        """[2B, 2B] bool: pairs of views kept out of each other's InfoNCE negatives (None: none)."""
+        out = None
+        if self.config.mask_same_target:
+            t = torch.cat([last_target(batch), sem_target])
+            out = t.unsqueeze(0) == t.unsqueeze(1)
+        if self.config.mask_same_input:
+            seq = batch["input"]
+            width = max(seq.size(1), sem.size(1))
+            views = torch.cat([F.pad(seq, (0, width - seq.size(1))), F.pad(sem, (0, width - sem.size(1)))])
+            ids = torch.unique(views, dim=0, return_inverse=True)[1]
+            same = ids.unsqueeze(0) == ids.unsqueeze(1)
+            out = same if out is None else out | same
+        return out
+
     def loss(self, batch):
         ce = super().loss(batch)
         if self.config.cl_weight == 0:
             return ce
         seq, lengths = batch["input"], batch["lengths"]
         z_unsup = last_position(self.encode(seq), lengths)  # dropout view of each sequence
-        sem, _, _ = self.positives(batch)
+        sem, found, sem_target = self.positives(batch)
         z_sup = last_position(self.encode(sem), (sem > 0).sum(1))
-        return ce + self.config.cl_weight * nt_xent(z_unsup, z_sup, self.config.tau, self.config.similarity)
+        cl = nt_xent(z_unsup, z_sup, self.config.tau, self.config.similarity, self.not_negatives(batch, sem, sem_target))
+        # detached components of the last loss, for diagnostics (benchmarks/baseline_diag.py)
+        self.loss_parts = {"ce": ce.detach(), "cl": cl.detach(), "partner_share": found.float().mean()}
+        return ce + self.config.cl_weight * cl

@@ -124,6 +124,8 @@ class S3Rec(MaskTokenSASRec):
         "feature_params",
     )  # fmt: skip
     trainer_defaults = {"pretrain": {"epochs": 100, "patience": 100}}
+    # the reference pre-trains a fixed 100 epochs (bench/budgets.py: a budget cutting it is recorded)
+    training_need = {"pretrain": {"epochs": 100, "patience": 100}}
 
     @classmethod
     def stages_for(cls, config: S3RecConfig) -> tuple[str, ...]:

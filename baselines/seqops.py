@@ -97,16 +97,24 @@ def reorder(seq, lengths, beta: float, generator=None):
     return seq.gather(1, torch.sort(keys, dim=1, stable=True).indices), lengths.clone()
 
 
-def nt_xent(a: torch.Tensor, b: torch.Tensor, tau: float = 1.0, sim: str = "dot") -> torch.Tensor:
+def nt_xent(
+    a: torch.Tensor, b: torch.Tensor, tau: float = 1.0, sim: str = "dot", groups: torch.Tensor | None = None
+) -> torch.Tensor:
     """NT-Xent / InfoNCE over 2N views: (a_i, b_i) are positives, every other view in the batch
-    a negative (self-similarity excluded), dot or cosine similarity over temperature tau."""
+    a negative (self-similarity excluded), dot or cosine similarity over temperature tau.
+    `groups` ([2N] labels, e.g. next items, or a [2N, 2N] bool matrix): views sharing the anchor's
+    label (or marked True in its row) are not negatives."""
     z = torch.cat([a, b], 0).float()
     if sim == "cos":
         z = F.normalize(z, dim=-1)
     logits = z @ z.T / tau
     n = a.size(0)
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    drop = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    if groups is not None:
+        drop |= groups if groups.dim() == 2 else groups.unsqueeze(0) == groups.unsqueeze(1)
+        drop[torch.arange(2 * n, device=z.device), labels] = False  # the positive always stays
+    logits = logits.masked_fill(drop, float("-inf"))
     return F.cross_entropy(logits, labels)
 
 

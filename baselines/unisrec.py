@@ -133,8 +133,9 @@ class UniSRec(PretrainFinetune):
     # that a state saved by other means still transfers
     dataset_specific = ("id_emb.", "feat_")
     trainer_defaults = {
-        # prefix rows bucketed by length: far less padding work (the code: batch 8192, 300 epochs)
-        "pretrain": {"lr": 1e-3, "batch_size": 1024, "epochs": 50, "patience": 10, "bucket_by_length": True},
+        # random batches: the contrastive losses take negatives from the batch, which length
+        # buckets would change (the code: batch 8192, 300 epochs)
+        "pretrain": {"lr": 1e-3, "batch_size": 1024, "epochs": 50, "patience": 10},
         # packed rows, SASRec's batch; the code: lr 1e-3, early stopping after 10 epochs
         "finetune": {"lr": 1e-3, "batch_size": 256, "epochs": 100, "patience": 10},
     }

@@ -35,7 +35,10 @@ from bench.errors import BenchError
 def _faiss():
     """faiss, imported on first use: only VQ-Rec needs it, and importing it costs every CLI call."""
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs its CPU-feature probe at INFO
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        raise BenchError("vqrec needs faiss: pip install 'msm4sr-bench[vqrec]' (or faiss-cpu)") from None
 
     return faiss
 

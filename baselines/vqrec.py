@@ -169,7 +169,6 @@ class VQRec(PretrainFinetune):
             "epochs": 300,
             "patience": 20,
             "weight_decay": 0.0,
-            "bucket_by_length": True,
             "clip_grad_norm": 5.0,
             "valid_metric": "Recall@20",
         },

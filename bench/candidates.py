@@ -15,6 +15,7 @@ with the evaluator's tie policy (rank 1..n+1).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.atomic import atomic_write
-from bench.errors import BenchError
+from bench.errors import BenchError, warn
 from bench.hashing import hash_obj
 from bench.metrics import target_ranks
 from protocols.base import EvalCases
@@ -124,25 +125,63 @@ def load_or_build(folder: Path, cases: EvalCases, part: str, spec: CandidateSpec
     """The stored candidate sets of `part` ("valid" / "test" / an extra test name), drawn on first use.
 
     `seed` is the candidate seed (a protocol setting), never the model seed. Stored as
-    folder/candidates-<key>.npz with the users and targets it was drawn for; a stored file whose
-    cases differ from `cases` is an error (the split changed under the same definition).
+    folder/candidates-<key>.npz with the users and targets it was drawn for and a checksum; a
+    stored file that fails its checks (damaged, edited, or drawn for other cases) is discarded
+    with a warning and drawn again: the draw is deterministic, so every model still sees the same
+    negatives.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     key = candidate_key(dataset_hash, split_definition, part, spec, seed)
     path = Path(folder) / f"candidates-{key}.npz"
     digest = _targets_digest(cases)
-    if path.exists():
-        with np.load(path) as z:
-            if str(z["cases_digest"]) != digest:
-                raise BenchError(f"stored candidates {path} were drawn for other evaluation cases; delete the file")
-            return z["candidates"]
+    if path.exists() and (stored := _read_stored(path, digest, spec, cases, n_items)) is not None:
+        return stored
     part_seed = int(hash_obj(part, 8), 16)  # distinct, stable stream per part
     cand = build_candidates(cases.targets, n_items, spec, [seed, part_seed], train_counts)
     buf = io.BytesIO()
     np.savez_compressed(buf, candidates=cand, cases_digest=np.array(digest), users=cases.users, targets=cases.targets,
-                        spec=np.array(spec.name))
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+                        spec=np.array(spec.name), sha256=np.array(_content_sha(cand, digest, spec)))
+    try:
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+    except BenchError as exc:  # a cache: drawn again next time, identically
+        warn(f"candidates not saved ({exc})")
     return cand
+
+
+def _content_sha(cand: np.ndarray, digest: str, spec: CandidateSpec) -> str:
+    h = hashlib.sha256(f"{FORMAT_VERSION}|{digest}|{spec.name}|{cand.shape}|{cand.dtype}|".encode())
+    h.update(np.ascontiguousarray(cand).tobytes())
+    return h.hexdigest()
+
+
+def _read_stored(path: Path, digest: str, spec: CandidateSpec, cases: EvalCases, n_items: int) -> np.ndarray | None:
+    """Stored candidates that pass every check, else None (warned and removed unless merely older)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "sha256" not in z.files:
+                reason = None  # written before checksums: drawn again, silently
+            else:
+                cand, stored_digest, sha = z["candidates"], str(z["cases_digest"]), str(z["sha256"])
+                if sha != _content_sha(cand, stored_digest, spec):
+                    reason = "checksum mismatch (damaged or edited)"
+                elif stored_digest != digest:
+                    reason = "drawn for other evaluation cases"
+                elif cand.dtype != np.int64 or cand.shape != (len(cases.targets), spec.n):
+                    reason = f"unexpected array {cand.dtype} {cand.shape}"
+                elif len(cand) and (cand.min() < 1 or cand.max() > n_items
+                                    or (cand == np.asarray(cases.targets)[:, None]).any()):
+                    reason = "item ids out of range or equal to the target"
+                else:
+                    return cand
+    except Exception as exc:  # noqa: BLE001 - truncated / garbled zip or array: damaged
+        reason = f"unreadable ({type(exc).__name__})"
+    if reason:
+        warn(f"stored candidates {path}: {reason}; discarded, drawn again")
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    return None
 
 
 def sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,

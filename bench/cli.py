@@ -8,16 +8,31 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bench.cli_experiments import AddressOpt, CpusOpt, ExecutorOpt, GpusOpt, ray_options
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Benchmark harness for multimodal sequential recommendation.")
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, statistics.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, stats, keywords, add, fetch.")
 app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 DataRoot = typer.Option(None, "--data-root", help="Folder of raw datasets (else $BENCH_DATA_ROOT, else ../shared/data).")
 Home = typer.Option(None, "--home", help="Caches and results store (else $BENCH_HOME, else ./.bench).")
+
+
+def check_table_output(fmt: str | None, out: Path | None, formats=("md", "csv", "latex")) -> None:
+    """--format / --out refused up front: an unknown format, or a file in a missing folder."""
+    if fmt is None and out is None:
+        return
+    if fmt is None or out is None:
+        raise BenchError("--format and --out go together (e.g. --format md --out table.md)")
+    if fmt not in formats:
+        raise BenchError(f"--format {fmt!r}: valid: {', '.join(formats)}")
+    if out.is_dir():
+        raise BenchError(f"--out {out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise BenchError(f"--out {out}: folder {out.parent} does not exist")
 
 
 def split_names(text: str) -> list[str]:
@@ -29,53 +44,54 @@ def run(
     protocol: str = typer.Option("leave_one_out", help="Protocol name."),
     dataset: str = typer.Option("scientific", help="Dataset name(s), comma-separated."),
     models: str = typer.Option("pop,sasrec", help="Model names, comma-separated."),
-    seeds: int = typer.Option(1, help="Number of seeds (0..seeds-1, offset by --seed)."),
-    seed: int = typer.Option(0, help="First seed."),
+    seeds: int = typer.Option(1, min=1, help="Number of seeds (0..seeds-1, offset by --seed)."),
+    seed: int = typer.Option(0, min=0, help="First seed."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. sasrec.dropout=0.5, trainer.lr=1e-3."),
     fmt: str = typer.Option(None, "--format", help="Also write the table as md, csv or latex to --out."),
     out: Path = typer.Option(None, help="File for --format."),
     force: bool = typer.Option(False, help="Re-run runs that are already complete."),
     by: str = typer.Option(None, "--by", help="Also print test metrics by target popularity / history length: "
                            "popularity,length."),
+    metrics: str = typer.Option(None, "--metrics", help="Columns: e.g. MRR@5,Hit@5,Precision@5; a bare name (MRR) "
+                                "means every cutoff (5,10,20,50); 'all' = every metric. Default: Recall and NDCG "
+                                "at 10, 20, 50."),
+    executor: str = ExecutorOpt,
+    address: str = AddressOpt,
+    jobs: int = typer.Option(1, min=1, help="Runs at once on a local Ray cluster (needs the ray extra)."),
+    cpus_per_cell: float = CpusOpt,
+    gpus_per_cell: float = GpusOpt,
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
     """Train and evaluate models under a protocol; print a results table."""
+    from bench.api import execute_specs, select_metrics
     from bench.progress import Reporter
-    from bench.runner import RunEnv, execute
+    from bench.runner import RunEnv
     from bench.spec import build_spec, parse_overrides
-    from bench.store import RunBusy
     from bench.tables import render, rich_table, summary
 
-    if fmt and not out:
-        raise BenchError("--format needs --out FILE")
+    check_table_output(fmt, out)  # before any training, not after it
     from bench.stratify import extra_parts, parse_by, part_title, stratified_tables
 
     by_dims = parse_by(by) if by else []
+    columns = select_metrics(metrics)  # checked before anything runs
     overrides = parse_overrides(set_)
+    ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, 3)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
         specs = [
             build_spec(ds, protocol, m, s, overrides)
             for ds in split_names(dataset) for m in split_names(models) for s in range(seed, seed + seeds)
         ]
-        records, busy = [], []
-        for spec in specs:
-            try:
-                key, record, ran = execute(spec, env, force=force)
-            except RunBusy:
-                reporter.info(f"{spec.model} seed {spec.seed}: running in another process; will wait for it")
-                busy.append(spec)
-                continue
-            reporter.info(f"{'finished' if ran else 'already complete'}: {record['label']} seed {spec.seed} -> {key}")
-            records.append(record)
-        for spec in busy:  # other processes' runs: wait, then take their records
-            key, record, ran = execute(spec, env, wait=True)
-            reporter.info(f"{'finished' if ran else 'completed elsewhere'}: {record['label']} seed {spec.seed} -> {key}")
-            records.append(record)
+        if ray_opts is not None:  # one Ray task per run (bench/executors.py)
+            from bench.executors import records_on_ray
+
+            records = records_on_ray(specs, env, force, ray_opts)
+        else:
+            records = execute_specs(specs, env, force)  # runs held by other processes: waited for
     if not records:
         raise BenchError("no run completed")
-    df = summary(records).drop(columns="protocol")
+    df = summary(records, columns).drop(columns="protocol")
     if df["dataset"].nunique() == 1:
         df = df.drop(columns="dataset")
     ties = records[0]["spec"]["evaluation"]["ties"]
@@ -85,7 +101,8 @@ def run(
     console.print(rich_table(df, f"{dataset} / {name}: test metrics (full ranking, {ties} ties)"))
     for part in extra_parts(records):  # e.g. test:all (long_tail), test:full_history (user), test_sampled
         if part.startswith("test"):
-            extra_df = summary(records, split=part).drop(columns="protocol")
+            extra_df = summary(records, [c for c in columns if c in records[0]["metrics"][part]],
+                               split=part).drop(columns="protocol")
             extra_df = extra_df.drop(columns="dataset") if "dataset" not in df else extra_df
             console.print(rich_table(extra_df, f"{dataset} / {name}: {part_title(part, records)}"))
     for title, table in stratified_tables(records, env, by_dims) if by_dims else []:
@@ -96,15 +113,38 @@ def run(
 
 
 @data_app.command("stats")
-def data_stats(name: str, data_root_: Path = DataRoot, home: Path = Home) -> None:
-    """Users, items, interactions, sequence lengths and density of a dataset."""
+def data_stats(
+    name: str, data_root_: Path = DataRoot, home: Path = Home,
+    coverage: bool = typer.Option(None, "--coverage/--no-coverage",
+                                  help="Modality coverage from the item feature store; by default shown when "
+                                       "the store is cached, --coverage builds it (minutes on first use)."),
+) -> None:
+    """Users, items, interactions, sequence lengths and density of a dataset; the same after the
+    authors' deduplication (data.dedup=keep_last); text and image coverage of items and interactions."""
     from bench.data.catalog import load_dataset
-    from bench.data.stats import dataset_stats
+    from bench.data.stats import dataset_stats, modality_coverage
+    from bench.data.transforms import DataConfig, apply_data_options
     from bench.paths import cache_dir
 
-    ds = load_dataset(name, data_root(data_root_), cache_dir(bench_home(home)))
+    root, cache = data_root(data_root_), cache_dir(bench_home(home))
+    ds = load_dataset(name, root, cache)
     for key, value in dataset_stats(ds).items():
         console.print(f"{key:>16}: {value:,}" if isinstance(value, int) else f"{key:>16}: {value}")
+    dedup = apply_data_options(ds, DataConfig(dedup="keep_last"))
+    console.print(f"{'data.dedup':>16}: keep_last -> {dedup.n_users:,} users, {dedup.n_interactions:,} interactions "
+                  f"({dedup.meta['repeated_rows_removed']:,} repeated rows removed, users with < 5 dropped)")
+    if coverage is not False:
+        from bench.features.store import load_item_features
+
+        feats = load_item_features(ds, root, cache, build=bool(coverage))
+        if feats is None:
+            console.print(f"{'coverage':>16}: feature store not built yet (`bench data stats {name} --coverage` "
+                          "builds it: minutes on first use)")
+            return
+        cov = modality_coverage(ds, feats)
+        for m in ("text", "image"):
+            console.print(f"{m + ' coverage':>16}: {cov[m]['items']:,} of {cov['items']:,} items, "
+                          f"{cov[m]['interaction_share']:.1%} of interactions")
 
 
 @data_app.command("list")
@@ -139,25 +179,70 @@ def data_keywords(
             console.print(f"    keywords: {kws}")
 
 
-@data_app.command("add")
+ADD_HELP = (  # one paragraph per format (rich re-wraps each)
+    "Build a dataset from raw Amazon review files or a RecBole atomic folder and register it under NAME.\n\n"
+    "Amazon Reviews 2023 (https://amazon-reviews-2023.github.io): <Category>.jsonl(.gz) reviews (user_id, "
+    "parent_asin, timestamp) and meta_<Category>.jsonl(.gz) (title, features, description, categories, store).\n\n"
+    "Amazon 2018 (https://nijianmo.github.io/amazon/): <Category>_5.json.gz or ratings-only <Category>.csv, "
+    "with meta_<Category>.json.gz.\n\n"
+    "Amazon 2014 (https://jmcauley.ucsd.edu/data/amazon/): reviews_<Category>_5.json.gz or "
+    "ratings_<Category>.csv, with meta_<Category>.json.gz. For all three: --raw-dir DIR --category NAME.\n\n"
+    "RecBole atomic (https://recbole.io/atomic_files.html; e.g. the RecSysDatasets collection): --atomic DIR "
+    "with DIR/<name>.inter (user_id:token, item_id:token, optional timestamp:float columns) and optionally "
+    "DIR/<name>.item (item_id:token plus text fields such as title:token_seq)."
+)
+
+
+@data_app.command("add", help=ADD_HELP)
 def data_add(
     name: str,
-    raw_dir: Path = typer.Option(..., "--raw-dir", help="Folder with the raw Amazon review and meta files."),
-    category: str = typer.Option(..., "--category", help="Category as in the file names, e.g. Office_Products."),
-    k_core: int = typer.Option(5, "--k-core"),
+    raw_dir: Path = typer.Option(None, "--raw-dir", help="Folder with raw Amazon 2023/2018/2014 review and meta files."),
+    category: str = typer.Option(None, "--category", help="Category as in the file names, e.g. Office_Products."),
+    atomic: Path = typer.Option(None, "--atomic", help="Folder with a RecBole atomic <name>.inter (and .item)."),
+    k_core: int = typer.Option(None, "--k-core", help="Keep users/items with >= k interactions (default: 5 for "
+                               "Amazon files, 1 = as given for --atomic)."),
+    text_fields: str = typer.Option(None, "--text-fields", help="--atomic: comma-separated .item fields used as "
+                                    "item text (default: every token/token_seq field but ids)."),
     image_dir: Path = typer.Option(None, "--image-dir", help="Optional folder of <asin>.jpg images."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip malformed lines (counted)."),
     home: Path = Home,
 ) -> None:
-    """Build a dataset from raw Amazon 2014/2018 files and register it under NAME."""
     from bench.data.stats import dataset_stats
-    from bench.data.user_datasets import add_raw_dataset
+    from bench.data.user_datasets import add_atomic_dataset, add_raw_dataset
     from bench.progress import Reporter
 
-    with Reporter() as reporter:
-        ds = add_raw_dataset(name, raw_dir, category, bench_home(home), k_core, image_dir, skip_bad_lines,
-                             reporter)
+    if (atomic is None) == (raw_dir is None):
+        raise BenchError("bench data add: give either --raw-dir DIR --category NAME (Amazon files) or --atomic DIR")
+    if atomic is not None:
+        ds = add_atomic_dataset(name, atomic, bench_home(home), k_core or 1,
+                                split_names(text_fields) if text_fields else None)
+    else:
+        if not category:
+            raise BenchError("--raw-dir needs --category (as in the file names, e.g. Office_Products)")
+        with Reporter() as reporter:
+            ds = add_raw_dataset(name, raw_dir, category, bench_home(home), 5 if k_core is None else k_core,
+                                 image_dir, skip_bad_lines, reporter)
     console.print(f"added dataset {name!r}: {dataset_stats(ds)}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="scientific, scientific_mm, office, a data-root folder name, or all."),
+    mirror: str = typer.Option(None, "--mirror", help="Instead of raw GitHub (else $BENCH_DATA_MIRROR): a base URL "
+                               "serving <repo>/<commit>/<path><file>, or a local folder laid out like a data root."),
+    force: bool = typer.Option(False, "--force", help="Replace files whose sha256 differs from the source's."),
+    data_root_: Path = DataRoot,
+) -> None:
+    """Download a built-in dataset's files (pinned public commits), verify each sha256, write them into the data root."""
+    from bench.data.fetch import fetch
+    from bench.progress import Reporter
+
+    root = data_root(data_root_)
+    with Reporter() as reporter:
+        results = fetch(name, root, mirror, force, reporter)
+    downloaded = sum(status == "downloaded" for _, status in results)
+    console.print(f"{name}: {downloaded} file(s) downloaded, {len(results) - downloaded} already present, "
+                  f"all sha256-verified, in {root}")
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export data for other tools.")
@@ -187,6 +272,23 @@ def export_mp4sr_cmd(
         console.print(f"{kind}: {path}")
 
 
+@export_app.command("recbole")
+def export_recbole_cmd(
+    dataset: str = typer.Option("scientific", "--dataset"),
+    out: Path = typer.Option(..., "--out", help="Folder; files go to OUT/<name>/<name>.{train,valid,test}.inter."),
+    name: str = typer.Option(None, "--name", help="RecBole dataset name (default: the dataset's)."),
+    max_len: int = typer.Option(50, "--max-len"),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Write the leave-one-out split as RecBole 1.2.1 pre-split atomic files (same samples as ours)."""
+    from bench.recbole_export import export
+
+    info = export(dataset, str(data_root(data_root_)), str(bench_home(home)), str(out), max_len, name)
+    folder = out / (name or dataset)
+    console.print(f"wrote {folder} ({info['n_valid']} valid, {info['n_test']} test cases; see export_info.json)")
+
+
 @app.command()
 def perf(
     recbole_python: str = typer.Option(None, "--recbole-python", help="python of a venv with recbole==1.2.1."),
@@ -200,8 +302,13 @@ def perf(
     """SASRec s/epoch, full-evaluation s and peak memory: ours (packed and prefix rows) vs RecBole."""
     import pandas as pd
 
-    from bench.perf import median, run_ours_subprocess, run_recbole_subprocess
+    from bench.data.catalog import check_dataset_name
+    from bench.perf import check_recbole_python, median, run_ours_subprocess, run_recbole_subprocess
     from bench.tables import rich_table
+
+    check_dataset_name(dataset)  # before any subprocess is started
+    if recbole_python:  # before two minutes of timing, not after
+        console.print(f"RecBole {check_recbole_python(recbole_python)} at {recbole_python}")
 
     root, bhome = data_root(data_root_), bench_home(home)
     base = {"dataset": dataset, "data_root": str(root), "home": str(bhome), "epochs": epochs}
@@ -230,6 +337,22 @@ def perf(
     console.print(rich_table(df.round(3), f"SASRec (CE) on {dataset}, {epochs} epochs, {threads} threads"))
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Model configuration: options, defaults, search spaces.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show_cmd(model: str = typer.Argument(..., help="Model name, e.g. sasrec.")) -> None:
+    """A model's options (type, default, constraints), its trainer defaults per stage and its search space."""
+    import pandas as pd
+
+    from bench.config_show import config_tables
+    from bench.tables import rich_table
+
+    for title, rows in config_tables(model).items():
+        console.print(rich_table(pd.DataFrame(rows), title))
+
+
 check_app = typer.Typer(no_args_is_help=True, help="Checks of the harness itself.")
 app.add_typer(check_app, name="check")
 
@@ -242,6 +365,8 @@ def check_determinism_cmd(
     seed: int = typer.Option(0),
     set_: list[str] = typer.Option([], "--set"),
     data_root_: Path = DataRoot,
+    home: Path = typer.Option(None, "--home", help="Read dataset/feature caches from this home (else $BENCH_HOME, "
+                              "else ./.bench); both runs still train from scratch in throw-away stores."),
 ) -> None:
     """Run one spec twice from scratch and compare the hashes of its per-user metrics."""
     from bench.determinism import check_determinism
@@ -250,7 +375,7 @@ def check_determinism_cmd(
 
     spec = build_spec(dataset, protocol, model, seed, parse_overrides(set_))
     with Reporter() as reporter:
-        report = check_determinism(spec, data_root(data_root_), reporter)
+        report = check_determinism(spec, data_root(data_root_), reporter, bench_home(home))
     console.print(f"metric hashes: {report['metric_hashes'][0]}  {report['metric_hashes'][1]}")
     console.print("[green]deterministic[/]" if report["identical"] else "[red]NOT deterministic[/]")
     console.print(f"torch threads: {report['torch_threads']}; remaining sources of variation:")
@@ -264,17 +389,51 @@ from bench.cli_experiments import register as _register_experiments  # noqa: E40
 
 _register_experiments(app)
 
+from bench.cli_site import register as _register_site  # noqa: E402
+
+_register_site(app)
+
+
+def _error_line(message: str) -> None:
+    from rich.markup import escape
+
+    text = " ".join(str(message).split())  # one line, whatever the message holds
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
 
 def main() -> None:
+    """Every failure ends in one `error:` line: exit 2 for bad input, damaged or unwritable state
+    (BenchError, OSError such as a full disk), 130 for an interrupt; a command's own exit code
+    (typer.Exit) is passed on."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except BenchError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error_line(str(exc))
         sys.exit(2)
+    except OSError as exc:  # disk full, permission denied, a vanished file: name it
+        where = f": {exc.filename}" if exc.filename else ""
+        _error_line(f"{exc.strerror or type(exc).__name__}{where}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        sys.exit(130)
     except Exception as exc:  # usage errors: typer vendors its own click, so match by shape, not class
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if type(exc).__name__ == "NoArgsIsHelpError" and callable(getattr(exc, "show", None)):
+            exc.show()  # `bench` or `bench data` alone: the help text
+            sys.exit(getattr(exc, "exit_code", 2))
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            _error_line(f"{exc.format_message()}{hint}")
             sys.exit(exc.exit_code)
-        if type(exc).__name__ == "Abort":
+        if type(exc).__name__ == "Abort":  # click turns EOFError and Ctrl-C into Abort
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, EOFError):
+                _error_line(f"unexpected end of input or file (EOFError{': ' + str(cause) if str(cause) else ''})")
+                sys.exit(2)
+            _error_line("interrupted")
             sys.exit(130)
         raise
+    if code == 130:  # typer turns Ctrl-C into a silent Exit(130)
+        _error_line("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)

@@ -15,6 +15,16 @@ from bench.paths import bench_home, data_root
 DataRoot = typer.Option(None, "--data-root", help="Folder of raw datasets (else $BENCH_DATA_ROOT, else ../shared/data).")
 Home = typer.Option(None, "--home", help="Caches, results store and studies (else $BENCH_HOME, else ./.bench).")
 BudgetOpt = typer.Option("full", "--budget", help="full; cpu (capped epochs, every user); quick (fewer users, epochs, seeds).")
+ShownBudgetOpt = typer.Option(None, "--budget", help="full, cpu or quick (default: the one with the most complete "
+                              "cells in the store, full first on a tie).")
+
+ExecutorOpt = typer.Option("sequential", "--executor", help="sequential (this process) or ray (one Ray task per "
+                          "cell; a local cluster unless --address).")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001 "
+                          "(implies --executor ray).")
+CpusOpt = typer.Option(1.0, "--cpus-per-cell", help="CPUs each cell reserves on Ray (its torch threads).")
+GpusOpt = typer.Option(0.0, "--gpus-per-cell", help="GPUs each cell reserves on Ray: 0.1 packs ten cells per GPU.")
+RetriesOpt = typer.Option(3, "--max-retries", help="Ray retries of a cell whose worker or node died.")
 
 suite_app = typer.Typer(no_args_is_help=True, help="Declarative experiment suites (bench/suites/*.yaml).")
 
@@ -45,12 +55,19 @@ def tune(
     change_budget: bool = typer.Option(False, "--change-budget", help="Allow a budget different from the study's (recorded)."),
     out: Path = typer.Option(None, help="Where to write the best parameters (default <home>/tuning/<study>.best.json)."),
     seeds: int = typer.Option(0, help="After tuning, run the selected configuration with this many seeds (test evaluated)."),
+    executor: str = typer.Option("sequential", "--executor", help="sequential (this process) or ray (--workers "
+                                 "Optuna workers as Ray tasks sharing the study)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="With --executor ray: Optuna workers (worker indices "
+                                "--worker .. --worker+N-1)."),
+    address: str = AddressOpt,
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs each Ray worker reserves."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs each Ray worker reserves (0.25: four per GPU)."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
     """Tune a model's hyper-parameters on the validation split (Optuna TPE + median pruning)."""
     from bench.progress import Reporter
-    from bench.runner import RunEnv, execute
+    from bench.runner import RunEnv
     from bench.spec import build_spec, parse_overrides
     from bench.tuning import parse_param
     from bench.tuning import tune as run_tune
@@ -58,11 +75,22 @@ def tune(
     console = _console()
     extra = dict(parse_param(p) for p in param)
     overrides = parse_overrides(set_)
+    ray_opts = ray_options(executor, 1, address, cpus_per_worker, gpus_per_worker, 3)
+    if workers > 1 and ray_opts is None:
+        raise BenchError("--workers N runs N Optuna workers on Ray: add --executor ray (or run `bench tune ... "
+                         "--worker K` in N shells against one --storage)")
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
-        summary = run_tune(model, dataset, protocol, env, trials=trials, timeout_s=timeout, storage=storage,
-                           study_name=study_name, overrides=overrides, extra_space=extra, seed=seed,
-                           worker=worker, out=out, change_budget=change_budget)
+        if ray_opts is not None:
+            from bench.executors import tune_on_ray
+
+            summary = tune_on_ray(model, dataset, protocol, env, workers, ray_opts, trials=trials, timeout_s=timeout,
+                                  storage=storage, study_name=study_name, overrides=overrides, extra_space=extra,
+                                  seed=seed, worker=worker, change_budget=change_budget, out=out)
+        else:
+            summary = run_tune(model, dataset, protocol, env, trials=trials, timeout_s=timeout, storage=storage,
+                               study_name=study_name, overrides=overrides, extra_space=extra, seed=seed,
+                               worker=worker, out=out, change_budget=change_budget)
         console.print(f"study {summary['study']} ({summary['storage']}): trials {summary['trials']}, "
                       f"budget {summary['budget']}")
         console.print(f"best valid {summary['metric']} = {summary['best_value']:.4f} (trial {summary['best_trial']})")
@@ -72,13 +100,16 @@ def tune(
         console.print(f"written to {summary['written_to']} (as --set: "
                       + " ".join(f"{k}={v}" for k, v in summary["overrides"].items()) + ")")
         if seeds:
+            from bench.executors import run_cells
             from bench.tables import rich_table
             from bench.tables import summary as table_summary
 
-            records = []
-            for s in range(seed, seed + seeds):
-                key, record, _ = execute(build_spec(dataset, protocol, model, s, summary["overrides"]), env)
-                records.append(record)
+            specs = [build_spec(dataset, protocol, model, s, summary["overrides"]) for s in range(seed, seed + seeds)]
+            done = run_cells(specs, env, executor="ray" if ray_opts else "sequential", ray_options=ray_opts)
+            if done.failed or done.busy:
+                raise BenchError(f"selected configuration: {len(done.failed)} seed run(s) failed, {len(done.busy)} "
+                                 "running elsewhere" + (f"; first: {done.failed[0][1]}" if done.failed else ""))
+            records = list(done.records.values())
             console.print(rich_table(table_summary(records), f"selected configuration, {seeds} seeds (test)"))
 
 
@@ -104,8 +135,13 @@ def suite_run(
     models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
     datasets: str = typer.Option(None, help="Comma-separated: only these datasets' cells."),
     variations: str = typer.Option(None, help="Comma-separated: only these variations' cells."),
-    jobs: int = typer.Option(1, min=1, help="Worker processes on this machine (shards k/N of the selection, one "
-                             "store); several share a GPU well."),
+    jobs: int = typer.Option(1, min=1, help="Cells at once on a local Ray cluster (--executor ray without "
+                             "--address); several share a GPU well. Needs the ray extra."),
+    executor: str = ExecutorOpt,
+    address: str = AddressOpt,
+    cpus_per_cell: float = CpusOpt,
+    gpus_per_cell: float = GpusOpt,
+    max_retries: int = RetriesOpt,
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -120,13 +156,9 @@ def suite_run(
     filters = {"models": models, "datasets": datasets, "variations": variations}
     picked = {option: _names(value) for option, value in filters.items()}
     label = budget_label(budget)
-    if jobs > 1 and (shard or dry_run):
-        raise BenchError("--jobs runs every shard of the selection here; drop --shard / --dry-run (or --jobs)")
+    ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
-        if jobs > 1:
-            _run_jobs(name, budget, filters, force, jobs, env, suite, reporter)
-            return
         if dry_run:
             todo = select(suite, budget, k_n, **picked)
             for c in todo:
@@ -135,7 +167,10 @@ def suite_run(
                 console.print(f"{c.describe():>48}  {key}  {state}")
             console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
-        report = run_suite(suite, env, budget, k_n, force=force, **picked)
+        if ray_opts is not None:
+            report = _run_suite_on_ray(suite, env, budget, k_n, force, picked, ray_opts)
+        else:
+            report = run_suite(suite, env, budget, k_n, force=force, **picked)
         log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
@@ -152,22 +187,34 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _run_jobs(name, budget, filters: dict[str, str | None], force, jobs, env, suite, reporter) -> None:
-    from bench.runner import run_hash
-    from bench.suites import budget_label, select
-    from bench.workers import run_workers
+def ray_options(executor: str, jobs: int, address: str | None, cpus_per_cell: float, gpus_per_cell: float,
+                max_retries: int):
+    """RayOptions when the command runs on Ray (--executor ray, --address or --jobs N > 1), else None."""
+    from bench.executors import EXECUTORS, RayOptions, import_ray
 
-    args = ["suite", "run", name, "--budget", budget, "--data-root", str(env.data_root), "--home", str(env.home)]
-    for option, value in filters.items():
-        args += [f"--{option}", value] if value else []
-    args += ["--force"] if force else []
-    codes = run_workers(args, jobs, env.home, reporter)
-    todo = select(suite, budget, (1, 1), **{option: _names(value) for option, value in filters.items()})
-    done = sum(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in todo)
-    _console().print(f"suite {suite.name} ({budget_label(budget)}), {jobs} workers: {done}/{len(todo)} cells complete; "
-                     f"worker exit codes {codes}")
-    if any(codes) or done < len(todo):
-        raise typer.Exit(1)
+    if executor not in EXECUTORS:
+        raise BenchError(f"--executor {executor!r}: valid: {', '.join(EXECUTORS)}")
+    if executor != "ray" and not address and jobs == 1:
+        return None
+    if address and jobs > 1:
+        raise BenchError("--jobs N sizes a local Ray cluster; with --address the cluster's resources decide")
+    import_ray()  # a clear message now if the extra is missing
+    opts = RayOptions(address=address, local_cpus=jobs if jobs > 1 else None, cpus_per_cell=cpus_per_cell,
+                      gpus_per_cell=gpus_per_cell, max_retries=max_retries)
+    opts.check()
+    return opts
+
+
+def _run_suite_on_ray(suite, env, budget, k_n, force, picked, opts):
+    """The selected cells as Ray tasks; a report with bench.suites.SuiteRunReport's fields."""
+    from bench.executors import run_cells
+    from bench.suites import select
+
+    todo = select(suite, budget, k_n, **picked)
+    env.reporter.info(f"suite {suite.name} ({budget} budget), shard {k_n[0]}/{k_n[1]}: {len(todo)} cells on Ray "
+                      f"({opts.address or 'local cluster'})")
+    return run_cells([c.spec(suite.protocol) for c in todo], env, executor="ray", force=force,
+                     labels=[c.describe() for c in todo], ray_options=opts)
 
 
 def log_suite_run(home: Path, suite: str, budget: str, k_n: tuple[int, int], report) -> None:
@@ -205,10 +252,13 @@ def suite_run_history(home: Path, suite: str, budget: str) -> list[dict]:
 def table(
     name: str = typer.Argument(..., help="Suite name or YAML path."),
     fmt: str = typer.Option("md", "--format", help="md, latex or csv."),
-    budget: str = BudgetOpt,
+    budget: str = ShownBudgetOpt,
     out: Path = typer.Option(None, help="Write here (with a provenance header) instead of printing."),
     sidecar: Path = typer.Option(None, help="Cell -> run-hash map (default: OUT.cells.json, "
                                             "else <home>/tables/<suite>-<budget>.cells.json)."),
+    save_records: Path = typer.Option(None, help="Also copy the records behind the table (spec, provenance, "
+                                                 "curves, per-user metrics; no weights) into this home, "
+                                                 "e.g. results: `--home results` then re-renders it."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -221,14 +271,26 @@ def table(
     console = _console()
     suite = load_suite(name)
     env = RunEnv(data_root(data_root_), bench_home(home))
+    budget = budget or default_budget(suite, env)
     result = build_table(suite, env, budget)
     if not any(r.n_done for r in result.rows):
         raise BenchError(f"suite {suite.name} ({budget} budget): no complete run in the store; "
                          f"run `bench suite run {name} --budget {budget}` first")
     text = render(result, fmt)
+    if save_records:
+        from bench.paths import store_dir
+        from bench.report import export_records
+
+        n = export_records(result, env.store, store_dir(save_records))
+        console.print(f"{n} records copied to {store_dir(save_records)}")
     side = sidecar or (Path(f"{out}.cells.json") if out else bench_home(home) / "tables" / f"{suite.name}-{budget}.cells.json")
-    side.parent.mkdir(parents=True, exist_ok=True)
-    write_json(side, {**result.sidecar(), "command": _command_line()})
+    try:
+        side.parent.mkdir(parents=True, exist_ok=True)
+        write_json(side, {**result.sidecar(), "command": _command_line()})
+    except (BenchError, OSError) as exc:  # e.g. a read-only home: the table is still shown
+        from bench.errors import warn
+
+        warn(f"cell -> run map not written ({exc})")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         runs = [f"{e['command']} -> executed {e['executed']}, already complete {e['already_complete']}, "
@@ -246,8 +308,9 @@ def plot(
     name: str = typer.Argument(..., help="Suite name or YAML path."),
     kind: str = typer.Option("all", help="curves (per-epoch validation), stages (loss and validation per stage "
                              "of pre-trained models), sensitivity (sweeps), or all."),
-    budget: str = BudgetOpt,
-    out_dir: Path = typer.Option(Path("results/figures"), "--out-dir", help="Folder for the PNG and PDF files."),
+    budget: str = ShownBudgetOpt,
+    out_dir: Path = typer.Option(None, "--out-dir", help="Folder for the PNG and PDF files (default: "
+                                 "<home>/figures)."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -260,6 +323,8 @@ def plot(
         raise BenchError(f"--kind {kind!r}: valid: curves, stages, sensitivity, all")
     suite = load_suite(name)
     env = RunEnv(data_root(data_root_), bench_home(home))
+    budget = budget or default_budget(suite, env)
+    out_dir = out_dir or env.home / "figures"  # never into the checkout unless asked
     written = []
     if kind in ("curves", "all"):
         written += validation_curves(suite, env, budget, out_dir)
@@ -275,6 +340,28 @@ def plot(
         console.print(f"wrote {p}")
     manifest = out_dir / f"{suite.name}-{budget}-figures.json"
     manifest.write_text(json.dumps({"command": _command_line(), "files": [str(p) for p in written]}, indent=1))
+
+
+def default_budget(suite, env) -> str:
+    """The budget with the most complete cells in the store (full, cpu, quick on ties), said on
+    stderr with the others' counts; an error naming the command to run when none has any."""
+    from bench.hashing import hash_obj
+    from bench.report import records_by_spec
+    from bench.suites import BUDGETS, cells
+
+    index = records_by_spec(env.store)
+    counts = {}
+    for b in BUDGETS:
+        todo = cells(suite, b)
+        counts[b] = (sum(hash_obj(c.spec(suite.protocol).model_dump()) in index for c in todo), len(todo))
+    order = sorted(BUDGETS, key=lambda b: (-counts[b][0], ("full", "cpu", "quick").index(b)
+                                          if b in ("full", "cpu", "quick") else 9))
+    summary = ", ".join(f"{b} {done}/{n}" for b, (done, n) in counts.items())
+    if counts[order[0]][0] == 0:
+        raise BenchError(f"suite {suite.name}: no complete run at any budget ({summary} cells); run "
+                         f"`bench suite run {suite.name} --budget quick` (or cpu, full) first")
+    typer.echo(f"budget: {order[0]} (complete cells: {summary}; choose with --budget)", err=True)
+    return order[0]
 
 
 def register(app: typer.Typer) -> None:

@@ -36,12 +36,17 @@ def metric_hash(env: RunEnv, run_hash: str) -> str:
     return h.hexdigest()[:16]
 
 
-def check_determinism(spec: RunSpec, data_root: Path, reporter) -> dict:
+def check_determinism(spec: RunSpec, data_root: Path, reporter, home: Path | None = None) -> dict:
+    """Two runs, each in a throw-away store; with `home`, both read that home's dataset and feature
+    caches (built once there) instead of rebuilding them."""
     enable_deterministic_algorithms()
     hashes = []
     for attempt in (1, 2):
-        with tempfile.TemporaryDirectory(prefix="bench-determinism-") as home:
-            env = RunEnv(data_root, Path(home), reporter)
+        with tempfile.TemporaryDirectory(prefix="bench-determinism-") as tmp_home:
+            if home is not None:
+                (home / "cache").mkdir(parents=True, exist_ok=True)
+                (Path(tmp_home) / "cache").symlink_to(home / "cache", target_is_directory=True)
+            env = RunEnv(data_root, Path(tmp_home), reporter)
             reporter.info(f"determinism check: run {attempt} of 2")
             key, _, _ = execute(spec, env, force=True)
             hashes.append(metric_hash(env, key))

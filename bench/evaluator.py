@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.candidates import sampled_ranks
 from bench.errors import BenchError
-from bench.metrics import CUTOFFS, TIE_POLICIES, mean_metrics, per_user_metrics, target_ranks
+from bench.metrics import CUTOFFS, TIE_POLICIES, mean_metrics, per_user_metrics, rank_bounds, target_ranks
 from protocols.base import EvalCases
+
+# Bumped whenever the evaluator's numbers change (it keys every run): 2 = exact expected metrics
+# under random tie-breaking for ties=average (was the mid-rank).
+NUMERICS_VERSION = 2
 
 
 class EvalConfig(BaseModel):
@@ -55,8 +58,9 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
     histories, lengths = torch.from_numpy(histories[order]), torch.from_numpy(lengths[order])
     targets = torch.from_numpy(cases.targets[order])
     step = users_per_chunk(model.n_items, cfg)
-    ranks = torch.empty(len(cases), dtype=torch.float64)
-    sampled = torch.empty(len(cases), dtype=torch.float64)
+    # [2, cases]: the rank range a random tie order puts the target in (lo = hi unless ties=average)
+    ranks = torch.empty(2, len(cases), dtype=torch.float64)
+    sampled = torch.empty(2, len(cases), dtype=torch.float64)
     for lo in range(0, len(cases), step):
         hi = min(lo + step, len(cases))
         width = max(int(lengths[hi - 1]), 1)
@@ -67,14 +71,30 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
         if cfg.mask_history:
             mask_seen_items(scores, cases, order[lo:hi], tgt)
         scores[:, 0] = -torch.inf  # the padding item is never ranked
-        ranks[torch.from_numpy(order[lo:hi])] = target_ranks(scores, tgt, cfg.ties).cpu()
+        rows = torch.from_numpy(order[lo:hi])
+        ranks[:, rows] = _ranks(scores, tgt, cfg.ties).cpu()
         if candidates is not None:
             cand = torch.from_numpy(candidates[order[lo:hi]]).to(device)
-            sampled[torch.from_numpy(order[lo:hi])] = sampled_ranks(scores, tgt, cand, cfg.ties).cpu()
+            sub = torch.cat([scores.gather(1, tgt.view(-1, 1)), scores.gather(1, cand)], dim=1)
+            sampled[:, rows] = _ranks(sub, torch.zeros(len(sub), dtype=torch.long, device=sub.device), cfg.ties).cpu()
     model.train(was_training)
     rank_arr = ranks.numpy()
-    sampled_metrics = per_user_metrics(sampled.numpy(), cfg.cutoffs) if candidates is not None else None
-    return EvalResult(rank_arr, per_user_metrics(rank_arr, cfg.cutoffs), time.perf_counter() - start, sampled_metrics)
+    sampled_metrics = _metrics(sampled.numpy(), cfg) if candidates is not None else None
+    return EvalResult(rank_arr.mean(0), _metrics(rank_arr, cfg), time.perf_counter() - start, sampled_metrics)
+
+
+def _ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str) -> torch.Tensor:
+    """[2, rows]: (lo, hi) rank bounds under `ties` (equal unless ties=average)."""
+    if ties == "average":
+        return torch.stack(rank_bounds(scores, targets))
+    r = target_ranks(scores, targets, ties)
+    return torch.stack([r, r])
+
+
+def _metrics(bounds: np.ndarray, cfg: EvalConfig) -> dict[str, np.ndarray]:
+    if cfg.ties == "average":
+        return per_user_metrics(bounds[0], cfg.cutoffs, upper=bounds[1])
+    return per_user_metrics(bounds[0], cfg.cutoffs)
 
 
 def mask_seen_items(scores: torch.Tensor, cases: EvalCases, rows: np.ndarray, targets: torch.Tensor) -> None:

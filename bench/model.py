@@ -17,16 +17,31 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs
 from bench.registry import Registry
 
+SIZE_FIELDS = ("hidden", "layers", "heads", "ffn", "mlp_hidden")  # checked >= 1 in every model config
+
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _check_sizes(self):
+        """Widths and depths are positive and attention heads divide the width: one clear line
+        at --set time instead of a traceback when the model is built."""
+        for name in SIZE_FIELDS:
+            value = getattr(self, name, None)
+            if type(value) is int and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        hidden, heads = getattr(self, "hidden", None), getattr(self, "heads", None)
+        if type(hidden) is int and type(heads) is int and hidden % heads:
+            raise ValueError(f"heads ({heads}) must divide hidden ({hidden})")
+        return self
 
     @classmethod
     def search_space(cls) -> dict[str, Any]:
@@ -68,6 +83,9 @@ class SeqRecModel(nn.Module):
     trainer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # per stage, e.g. {"pretrain": {"lr": 1e-3}}
     # whether the training loss restricts its classes to ctx.train_classes (next_item_ce does)
     honours_train_classes: ClassVar[bool] = True
+    # Bumped whenever the model's numbers change for an unchanged config: it enters the run hash,
+    # and tests/test_numerics_versions.py fails when outputs move without a bump.
+    numerics_version: ClassVar[int] = 1
 
     def __init__(self, config: ModelConfig, ctx: ModelContext):
         super().__init__()

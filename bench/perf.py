@@ -45,6 +45,28 @@ def measure_ours(dataset: str, data_root: Path, home: Path, mode: str, batch_siz
     }
 
 
+def check_recbole_python(python: str) -> str:
+    """RecBole's version from `python`, checked before anything is timed: the file exists, is
+    executable and imports recbole; otherwise one BenchError line."""
+    from bench.errors import BenchError
+
+    path = Path(python).expanduser()
+    if not path.is_file():
+        raise BenchError(f"--recbole-python {python}: no such file (give the python of a venv with recbole==1.2.1)")
+    if not os.access(path, os.X_OK):
+        raise BenchError(f"--recbole-python {python}: not executable")
+    try:
+        proc = subprocess.run([str(path), "-c", "import recbole; print(recbole.__version__)"],
+                              capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"--recbole-python {python}: cannot run it ({exc})") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"--recbole-python {python}: cannot import recbole ({last}); "
+                         f"install it there: {python} -m pip install recbole==1.2.1")
+    return proc.stdout.strip()
+
+
 def run_ours_subprocess(args: dict, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "bench.perf", json.dumps(args)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from bench.model import get_model_class
 from bench.report import identical_runs
-from bench.suites import Suite, budget_label, cells
+from bench.suites import Suite, budget_label
 
 
 def _plt():
@@ -31,12 +31,9 @@ def _save(fig, path_stem: Path) -> list[Path]:
 
 
 def _complete_records(suite: Suite, env, budget: str):
-    from bench.runner import run_hash
+    from bench.report import suite_records
 
-    store = env.store
-    for cell in cells(suite, budget):
-        key = run_hash(cell.spec(suite.protocol), env)
-        record = store.load(key)
+    for cell, key, record in suite_records(suite, env, budget):
         if record is not None:
             yield cell, key, record
 

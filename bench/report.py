@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.errors import BenchError
+from bench.hashing import canonical_json, hash_obj
 from bench.model import get_model_class
 from bench.suites import Suite, budget_label, cells
 
@@ -35,6 +37,10 @@ class Row:
     marks: dict[str, set] = field(default_factory=dict)  # metric -> {"best", "second", "sig"}
     tuned_from: str | None = None
     cost: dict[str, Any] = field(default_factory=dict)  # parameters, best epoch, s/epoch per stage
+    capped: int = 0  # seeds stopped by an epoch cap while still improving (capped_stages)
+    distinct: int = 0  # seeds with distinct results (1 = every seed gave the same numbers)
+    shared_pretraining: bool = False  # an earlier stage shared by every seed (trainer.<stage>.shared_seed)
+    same_as: str | None = None  # the label of an earlier row with exactly these results
 
     @property
     def n_done(self) -> int:
@@ -51,6 +57,8 @@ class SuiteTable:
     ties: str = "pessimistic"
     n_items: dict[str, int] = field(default_factory=dict)  # dataset -> catalogue size (chance level)
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> what the split affects
+    coverage: dict[str, dict] = field(default_factory=dict)  # dataset -> per modality: items, interactions
+    uses_images: bool = False
 
     @property
     def metrics(self) -> list[str]:
@@ -73,7 +81,8 @@ class SuiteTable:
                     "runs": {str(s): h for s, h in r.seeds.items()},
                     "mean": r.means, "std": r.stds,
                     "marks": {m: sorted(v) for m, v in r.marks.items()},
-                    "cost": r.cost,
+                    "cost": r.cost, "capped_seeds": r.capped, "distinct_runs": r.distinct,
+                    "shared_pretraining": r.shared_pretraining, "same_as": r.same_as,
                 }
                 for r in self.rows
             ],
@@ -82,17 +91,65 @@ class SuiteTable:
         }
 
 
-def build_table(suite: Suite, env, budget: str = "full", split: str = "test") -> SuiteTable:
-    """Gather the suite's complete records from the store and compute the marks."""
-    from bench.runner import run_hash
+def capped_stages(record: dict) -> list[str]:
+    """Stages of a run that stopped at their epoch cap while still improving: the best epoch lies
+    within the patience window of the cap, so early stopping never had its say."""
+    out = []
+    for stage, history in record.get("history", {}).items():
+        cfg = record["spec"]["trainer"].get(stage, {})
+        metric, cap, patience = cfg.get("valid_metric"), cfg.get("epochs"), cfg.get("patience")
+        values = [h.get(metric) for h in history]
+        if not history or cap is None or None in values or len(history) < cap:
+            continue
+        best = int(np.argmax(values))  # the trainer keeps the first best epoch
+        if best >= cap - patience:
+            out.append(stage)
+    return out
 
+
+def records_by_spec(store) -> dict[str, list[tuple[str, dict]]]:
+    """Complete records indexed by the hash of their spec alone: a table finds its runs without
+    the raw data (a run hash also keys the dataset's content, which needs the files)."""
+    index: dict[str, list[tuple[str, dict]]] = {}
+    for key, record in store.records():
+        index.setdefault(hash_obj(record["spec"]), []).append((key, record))
+    return index
+
+
+def _find_run(cell_spec, index, env, data_ok: dict) -> tuple[str, dict | None]:
+    """(run hash, record or None) of a cell. With the raw data at hand the run hash decides (it
+    also keys the dataset's content); without it, the record of the same spec (the newest if
+    several: runs on different versions of the data)."""
+    found = index.get(hash_obj(cell_spec.model_dump()), [])
+    if data_ok.setdefault(cell_spec.dataset, True):
+        from bench.runner import run_hash
+
+        try:
+            key = run_hash(cell_spec, env)
+            return key, next((r for k, r in found if k == key), None)
+        except BenchError:
+            data_ok[cell_spec.dataset] = False
+    if found:
+        return max(found, key=lambda kr: kr[1].get("provenance", {}).get("finished_at", ""))
+    return hash_obj(cell_spec.model_dump()), None
+
+
+def suite_records(suite: Suite, env, budget: str):
+    """(cell, run hash, record or None) of every cell of the suite at the budget."""
+    index, data_ok = records_by_spec(env.store), {}
+    for cell in cells(suite, budget):
+        key, record = _find_run(cell.spec(suite.protocol), index, env, data_ok)
+        yield cell, key, record
+
+
+def build_table(suite: Suite, env, budget: str = "full", split: str = "test") -> SuiteTable:
+    """Gather the suite's complete records from the store (records alone: no raw data needed)
+    and compute the marks."""
     store = env.store
     by_row: dict[tuple[str, tuple[str, str]], Row] = {}
     records: dict[str, dict] = {}
     run_keys: dict[int, list[str]] = {}  # id(row) -> its runs' hashes, complete or not
-    for cell in cells(suite, budget):
-        key = run_hash(cell.spec(suite.protocol), env)
-        record = store.load(key)
+    for cell, key, record in suite_records(suite, env, budget):
         row = by_row.setdefault(
             (cell.dataset, cell.arm),
             Row(cell.dataset, cell.arm, suite.arm_label(cell.arm), {}, tuned_from=cell.tuned_from),
@@ -106,25 +163,72 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
                           run_keys, records)
     for row in rows:
+        done = [records[h] for h in row.seeds.values() if h is not None]
         for m in suite.metrics:
-            vals = [records[h]["metrics"][split][m] for h in row.seeds.values() if h is not None]
+            vals = [r["metrics"][split][m] for r in done]
             if vals:
                 row.means[m] = float(np.mean(vals))
                 row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
             row.marks[m] = set()
-        row.cost = run_cost([records[h] for h in row.seeds.values() if h is not None])
+        row.cost = run_cost(done)
+        row.capped = sum(bool(capped_stages(r)) for r in done)
+        # seeds that produced identical results (nothing seeded trained, e.g. zero-shot with a
+        # shared pre-training) are one run, not n runs with a spread of zero
+        row.distinct = len({canonical_json(r["metrics"][split]) for r in done})
+        row.shared_pretraining = any(t.get("shared_seed") for r in done
+                                     for st, t in r["spec"]["trainer"].items() if st in r.get("history", {})
+                                     and st != list(r["history"])[-1])
+    _mark_same_results(rows, records, split)
     for d in datasets:
-        ds_rows = [r for r in rows if r.dataset == d]
+        ds_rows = [r for r in rows if r.dataset == d and not r.same_as]
         for m in suite.metrics:
             _rank_marks(ds_rows, m)
-    comparisons = _significance(suite, rows, store, split)
+    comparisons = _significance(suite, [r for r in rows if not r.same_as], store, split)
     ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
     one_per_dataset = {r["dataset"]["name"]: r for r in records.values() if "dataset" in r}  # one split each
     table.n_items = {d: r["dataset"]["items"] for d, r in one_per_dataset.items()}
     table.split_counts = {d: split_counts(r.get("protocol", {})) for d, r in one_per_dataset.items()}
+    table.coverage = {r["dataset"]["name"]: r["dataset"]["coverage"] for r in records.values()
+                      if r.get("dataset", {}).get("coverage") and _uses_images(r)}
+    table.uses_images = any(_uses_images(r) for r in records.values())
     table.caption = caption(table)
     return table
+
+
+def _uses_images(record: dict) -> bool:
+    return "image" in (record["spec"]["model_params"].get("modalities") or ())
+
+
+def _mark_same_results(rows: list[Row], records: dict[str, dict], split: str) -> None:
+    """A row whose every seed reproduces another row's results exactly trains the same model
+    (e.g. VQ-Rec has no ID table, so its inductive and transductive rows are one model): it is
+    marked as such and left out of the ranking and the tests."""
+    seen: dict[tuple, Row] = {}
+    for row in rows:
+        if not row.n_done or row.n_done < len(row.seeds):
+            continue
+        key = (row.dataset, tuple(canonical_json(records[h]["metrics"][split]) for _, h in sorted(row.seeds.items())))
+        if key in seen and seen[key].arm[1] == row.arm[1]:
+            row.same_as = seen[key].label
+        else:
+            seen.setdefault(key, row)
+
+
+def export_records(table: SuiteTable, store, dest_root) -> int:
+    """Copy each complete run's record and per-user arrays (nothing else: no weights, no
+    checkpoints) into the store at `dest_root`, for tables that others re-render."""
+    import shutil
+    from pathlib import Path
+
+    n = 0
+    for h in {h for r in table.rows for h in r.seeds.values() if h is not None}:
+        dest = Path(dest_root) / "runs" / h
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("record.json", "per_user.npz"):
+            shutil.copyfile(store.run_dir(h) / name, dest / name)
+        n += 1
+    return n
 
 
 def identical_runs(runs_of: dict[Any, tuple]) -> dict[Any, list[Any]]:
@@ -185,7 +289,7 @@ def render_costs(table: SuiteTable) -> str:
         per_stage = ", ".join(f"{st} {v:.1f}" for st, v in c["s_per_epoch"].items()) or "—"
         best = f"{c['best_epoch']:.1f}" if c["best_epoch"] is not None else "—"
         params = f"{c['parameters']:,}" if c.get("parameters") is not None else "—"
-        lines.append("| " + (f"{r.dataset} | " if several else "") + f"{r.label} | {params} | {best} | "
+        lines.append("| " + (f"{r.dataset} | " if several else "") + f"{row_label(r)} | {params} | {best} | "
                      f"{per_stage} | {c.get('machine') or '—'} |")
     return "\n".join(lines) + "\n"
 
@@ -260,10 +364,43 @@ def caption(table: SuiteTable) -> str:
             f"({stats.caption_text(sig.test, sig.correction, sig.alpha, family)})."
         )
     parts += _tuning_note(table)
+    parts += _trust_notes(table)
     missing = [r for r in table.rows if r.n_done < len(r.seeds)]
     if missing:
         parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
     return " ".join(parts)
+
+
+CAP_MARK = "‡"
+
+
+def _trust_notes(table: SuiteTable) -> list[str]:
+    """What a reader needs to trust the numbers: runs cut short by an epoch cap, rows that are one
+    run, rows that repeat another, how pre-training varies over seeds, image coverage."""
+    notes = []
+    done = [r for r in table.rows if r.n_done]
+    capped = [r for r in done if r.capped]
+    cells = sum(r.n_done for r in done)
+    notes.append(f"{CAP_MARK} k/n: k of n seeds stopped by the epoch cap while still improving (best epoch "
+                 f"within the patience window of the cap); {sum(r.capped for r in capped)} of {cells} runs "
+                 f"flagged." if capped else f"No run stopped by its epoch cap while improving ({cells} runs).")
+    single = [r.label for r in done if r.n_done > 1 and r.distinct == 1]
+    if single:
+        notes.append(f"One run (every seed gave identical results, nothing seeded trained): {', '.join(single)}.")
+    same = [f"{r.label} = {r.same_as}" for r in done if r.same_as]
+    if same:
+        notes.append(f"Rows with exactly another row's results (the same model), not ranked or tested: "
+                     f"{'; '.join(same)}.")
+    staged = [r for r in done if len(r.cost.get("s_per_epoch", {})) > 1]
+    if staged:
+        shared = [r.label for r in staged if r.shared_pretraining]
+        notes.append(f"Pre-training shared by every seed (seed 0), so its ± omits pre-training variance: "
+                     f"{', '.join(shared)}." if shared else "Each seed has its own pre-training.")
+    if table.uses_images and table.coverage:
+        notes.append("Image coverage: " + "; ".join(
+            f"{d} {c['image']['items']:,} of {c['items']:,} items ({c['image']['interaction_share']:.0%} of "
+            f"interactions)" for d, c in table.coverage.items() if "image" in c) + ".")
+    return notes
 
 
 COUNT_WORDS = ("cases", "users", "items", "interactions", "sequences", "targets")
@@ -322,7 +459,8 @@ def _cell_text(row: Row, metric: str, fmt: str) -> str:
     if metric not in row.means:
         return "—" if fmt != "latex" else "--"
     pm = " $\\pm$ " if fmt == "latex" else " ± "
-    text = f"{row.means[metric]:.4f}" + (f"{pm}{row.stds[metric]:.4f}" if row.n_done > 1 else "")
+    spread = row.n_done > 1 and row.distinct != 1
+    text = f"{row.means[metric]:.4f}" + (f"{pm}{row.stds[metric]:.4f}" if spread else "")
     marks = row.marks.get(metric, set())
     if fmt == "md":
         text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
@@ -335,6 +473,18 @@ def _cell_text(row: Row, metric: str, fmt: str) -> str:
     return text
 
 
+def row_label(row: Row) -> str:
+    """The model label with what its numbers need said: cap flags, one run, same results."""
+    label = row.label
+    if row.capped:
+        label += f" {CAP_MARK}{row.capped}/{row.n_done}"
+    if row.n_done > 1 and row.distinct == 1:
+        label += " (1 run)"
+    if row.same_as:
+        label += f" (= {row.same_as})"
+    return label
+
+
 def render(table: SuiteTable, fmt: str) -> str:
     if fmt == "csv":
         return _render_csv(table)
@@ -344,7 +494,7 @@ def render(table: SuiteTable, fmt: str) -> str:
         raise BenchError(f"unknown format {fmt!r}; valid: md, latex, csv")
     several = len({r.dataset for r in table.rows}) > 1
     header = (["Dataset"] if several else []) + ["Model"] + table.metrics
-    body = [([r.dataset] if several else []) + [r.label] + [_cell_text(r, m, fmt) for m in table.metrics]
+    body = [([r.dataset] if several else []) + [row_label(r)] + [_cell_text(r, m, fmt) for m in table.metrics]
             for r in table.rows]
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -376,7 +526,8 @@ def _render_csv(table: SuiteTable) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["dataset", "variation", "model", "label", "metric", "mean", "std", "seeds_done", "seeds",
-                "best", "second", "significant", "p_adjusted", "run_hashes"])
+                "best", "second", "significant", "p_adjusted", "capped_seeds", "distinct_runs", "same_as",
+                "run_hashes"])
     p_adj = {(c["dataset"], c["variation"], c["model"], c["metric"]):
              c["p_adjusted"][table.suite.significance.test] for c in table.comparisons}
     for r in table.rows:
@@ -385,7 +536,8 @@ def _render_csv(table: SuiteTable) -> str:
             w.writerow([r.dataset, r.arm[0], r.arm[1], r.label, m,
                         _num(r.means.get(m)), _num(r.stds.get(m)), r.n_done, len(r.seeds),
                         int("best" in marks), int("second" in marks), int("sig" in marks),
-                        _num(p_adj.get((r.dataset, *r.arm, m))), " ".join(h for h in r.seeds.values() if h)])
+                        _num(p_adj.get((r.dataset, *r.arm, m))), r.capped, r.distinct, r.same_as or "",
+                        " ".join(h for h in r.seeds.values() if h)])
     return f"# {table.caption}\n" + buf.getvalue()
 
 

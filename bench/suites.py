@@ -9,7 +9,8 @@ i % N == k - 1) splits the work across machines writing to one store.
 
 Override precedence (later wins): suite overrides, the suite's per-dataset overrides (e.g. a
 cross-domain suite's source for each target), the suite's per-model overrides, tuned parameters
-(params_from), the variation, the budget's overrides, the budget's per-model ones.
+(params_from), the variation, the budget's training limits (bench.budgets: caps relative to each
+model's declared need), the budget's overrides, the budget's per-model ones.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bench.budgets import StageLimit, check_rules, limit_overrides
 from bench.errors import BenchError
 from bench.spec import RunSpec, build_spec, first_error
 
@@ -33,6 +35,9 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seeds: list[int] | None = None  # None: the suite's seeds
     datasets: list[str] | None = None
+    # epochs/patience caps per stage ('*': every stage), relative to each model's declared need
+    # (bench.budgets); applied before `overrides`, which still win
+    training: dict[str, StageLimit] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -136,7 +141,9 @@ class Suite(BaseModel):
     def budget(self, name: str) -> Budget:
         if name not in BUDGETS:
             raise BenchError(f"unknown budget {name!r}; valid: {', '.join(BUDGETS)}")
-        return getattr(self, name)
+        budget = getattr(self, name)
+        check_rules(budget.training, f"suite {self.name}: {name}")
+        return budget
 
 
 @dataclass(frozen=True)
@@ -221,11 +228,12 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
         for model in suite.models:
             for dataset in datasets:
                 tuned, source = tuned_params(suite, model, dataset)
-                overrides = {
+                before = {
                     **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
                     **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
-                    **b.overrides, **b.model_overrides.get(model, {}),
                 }
+                explicit = {**b.overrides, **b.model_overrides.get(model, {})}
+                overrides = {**before, **limit_overrides(model, b.training, before, explicit), **explicit}
                 for seed in seeds:
                     out.append(Cell(len(out), variation, model, dataset, seed, overrides, source))
     return out

@@ -16,13 +16,16 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.atomic import atomic_write
+from bench import sealed
 from bench.batching import iterate_batches, make_rows, n_batches
-from bench.errors import BenchError
+from bench.errors import BenchError, DamagedFile, warn
 from bench.evaluator import EvalConfig, evaluate
 from bench.progress import SILENT, Reporter
 from bench.seeding import restore_rng_state, rng_state
 from protocols.base import Split
+
+# Bumped whenever the training loop's numbers change for an unchanged config (it keys every run).
+NUMERICS_VERSION = 1
 
 
 class TrainerConfig(BaseModel):
@@ -37,8 +40,12 @@ class TrainerConfig(BaseModel):
     patience: int = Field(10, gt=0)
     valid_metric: str = "Recall@20"
     clip_grad_norm: float | None = 5.0
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     bf16: bool = True  # autocast on cuda only
+    # An earlier stage (pre-training) is seeded with the run's seed by default, so the spread over
+    # seeds includes pre-training variance. True: trained once with seed 0 and reused by every
+    # seed (faster; tables then say that the ± omits pre-training variance).
+    shared_seed: bool = False
 
 
 @dataclass
@@ -61,6 +68,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"device {name!r} requested but cuda is not available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise BenchError("device 'mps' requested but it is not available")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise BenchError(f"device {name!r}: this machine has {torch.cuda.device_count()} cuda device(s)")
     return torch.device(name)
 
 
@@ -92,14 +103,12 @@ def fit(
     data_order = torch.Generator().manual_seed(seed)
     result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 0
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        result, best_state, bad_epochs = state["result"], state["best_state"], state["bad_epochs"]
-        start_epoch = state["epoch"] + 1
-        restore_rng_state(state["rng"])
-        data_order.set_state(state["data_order"])
-        reporter.info(f"resumed {stage} from epoch {start_epoch} ({checkpoint})")
+        resumed = resume(checkpoint, model, optimizer, data_order, stage)
+        if resumed is None:  # damaged (warned, removed): a fresh optimizer, training from epoch 0
+            optimizer = make_optimizer(model, cfg)
+        else:
+            result, best_state, bad_epochs, start_epoch = resumed
+            reporter.info(f"resumed {stage} from epoch {start_epoch} ({checkpoint})")
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else contextlib.nullcontext()
     )
@@ -150,9 +159,53 @@ def fit(
                 "result": result, "best_state": best_state, "bad_epochs": bad_epochs,
                 "rng": rng_state(), "data_order": data_order.get_state(),
             }
-            atomic_write(checkpoint, lambda f, s=state: torch.save(s, f))
+            write_checkpoint(checkpoint, state)
         if on_epoch is not None:
             on_epoch(epoch, value)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """A sealed checkpoint (bench.sealed: tensors + plain data, checksummed, no pickle)."""
+    sealed.write(path, {**state, "result": dict(vars(state["result"]))}, "checkpoint")
+
+
+def resume(checkpoint: Path, model, optimizer, data_order: torch.Generator, stage: str):
+    """Restore model, optimizer, RNG and data-order states from a verified checkpoint and return
+    (result, best_state, bad_epochs, next epoch). A damaged checkpoint, or one that does not fit
+    this model, is reported in one warning line and removed; the states are then left as they
+    were (None is returned), so training starts from epoch 0 exactly as a fresh run would."""
+    try:
+        state = sealed.read(checkpoint, "checkpoint")
+    except (DamagedFile, OSError) as exc:
+        return _discard(checkpoint, str(exc), stage)
+    before = ({k: v.detach().clone() for k, v in model.state_dict().items()}, rng_state(), data_order.get_state())
+    try:
+        epoch, bad_epochs, best_state = state["epoch"], state["bad_epochs"], state["best_state"]
+        if not all(type(x) is int and x >= 0 for x in (epoch, bad_epochs)):
+            raise ValueError("epoch counters are not non-negative integers")
+        if best_state is not None and not all(isinstance(v, torch.Tensor) for v in best_state.values()):
+            raise ValueError("best_state is not a dict of tensors")
+        result = FitResult(**state["result"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_state(state["rng"])
+        data_order.set_state(state["data_order"])
+    except Exception as exc:  # noqa: BLE001 - any mismatch: put the fresh states back, start over
+        model.load_state_dict(before[0])
+        restore_rng_state(before[1])
+        data_order.set_state(before[2])
+        return _discard(checkpoint, f"{checkpoint}: checkpoint does not fit this run ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:120] if str(exc) else ''})", stage)
+    return result, best_state, bad_epochs, epoch + 1
+
+
+def _discard(checkpoint: Path, why: str, stage: str) -> None:
+    warn(f"{why}; discarded, {stage} starts again from epoch 0")
+    try:
+        checkpoint.unlink()
+    except OSError:
+        pass
+    return None

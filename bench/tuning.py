@@ -61,7 +61,11 @@ def make_storage(url: str | None, home: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except (ValueError, KeyError, TypeError) as exc:  # undecodable bytes or JSON: a damaged journal
+            raise BenchError(f"{path}: damaged Optuna journal ({type(exc).__name__}); it holds the studies' "
+                             f"trials and cannot be rebuilt: repair or move it away to start afresh") from None
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url)
@@ -92,7 +96,8 @@ def with_installed_driver(url: str) -> str:
                 return "postgresql+psycopg://" + url[len(scheme):]
             if importlib.util.find_spec("psycopg2") is not None:
                 return "postgresql+psycopg2://" + url[len(scheme):]
-            raise BenchError("a postgresql:// storage needs a driver: pip install psycopg2-binary")
+            raise BenchError("a postgresql:// storage needs a driver: pip install 'msm4sr-bench[postgres]' "
+                             "(or psycopg2-binary)")
     return url
 
 

@@ -23,14 +23,26 @@ def draw_ratios(
 
 
 def sequence_dropout(
-    seq: torch.Tensor, lengths: torch.Tensor, ratio: torch.Tensor, generator: torch.Generator | None = None
+    seq: torch.Tensor, lengths: torch.Tensor, ratio: torch.Tensor, generator: torch.Generator | None = None,
+    keep_end: str = "last",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop each real item with probability ratio[b] (the first item always kept); survivors keep
-    their order and are left-aligned. Returns (new seq, new lengths)."""
+    """Drop real items with probability ratio[b]; survivors keep their order and are left-aligned.
+    Returns (new seq, new lengths).
+
+    keep_end="first": the first item always survives (what the authors' code intends).
+    keep_end="last": what their code does (MSM4SR.md section 2): it marks position 0 kept, then
+    compacts with a scatter in which each dropped item is written over the kept item before it
+    and the later write wins, so item j survives iff position j+1 was kept, and the last item
+    always survives. Same draws, same survivor count; only which items survive differs."""
+    if keep_end not in ("first", "last"):
+        raise ValueError(f"keep_end must be 'first' or 'last', not {keep_end!r}")
     b, length = seq.shape
     real = torch.arange(length, device=seq.device)[None, :] < lengths[:, None]
     keep = (_rand((b, length), seq, generator) >= ratio[:, None]) & real
     keep[:, 0] = real[:, 0]
+    if keep_end == "last":
+        last = torch.arange(length, device=seq.device)[None, :] == (lengths - 1)[:, None]
+        keep = torch.cat([keep[:, 1:], torch.zeros_like(keep[:, :1])], dim=1) | (last & real)
     pos = torch.cumsum(keep, dim=1) - 1
     pos = torch.where(keep, pos, torch.full_like(pos, length))  # dropped -> spill column
     out = torch.zeros(b, length + 1, dtype=seq.dtype, device=seq.device)

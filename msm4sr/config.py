@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -32,6 +32,9 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
     mixup_max: float = Field(0.5, ge=0.0, le=1.0)  # mixup ratio p ~ U(0, mixup_max)
     item_dropout: bool = True  # sequence random dropout
     item_dropout_max: float = Field(0.2, ge=0.0, lt=1.0)  # drop ratio ~ U(0, item_dropout_max)
+    # which end of a sequence always survives the dropout: "last" is what the released code does
+    # (MSM4SR.md section 2), "first" what it intends
+    seq_dropout_keep: Literal["last", "first"] = "last"
     ratio_scope: Literal["batch", "sequence"] = "batch"  # ratios drawn per batch (code) or per sequence (paper)
     nip_weight: float = Field(1.0, ge=0.0)  # w_nip; 0 = w/o NIP
     cmcl_weight: float = Field(0.01, ge=0.0)  # lambda; 0 = w/o CMCL
@@ -42,6 +45,18 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
 
     # --- fine-tuning (section 4) ---
     id_embeddings: bool = True  # False = the inductive variant
+
+    # A named set of overrides across groups (this config, the trainer, the data), expanded by
+    # build_spec before the user's own --set values; kept here so the record names it.
+    preset: Literal["none", "authors_code"] = "none"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # every quirk of the released code (lzz0007/MP4SR) at once, to compare with it
+        "authors_code": {
+            "mask_padded_slots": False, "train_pooling": False, "same_target": "logit0", "cmcl_form": "code",
+            "ratio_scope": "batch", "seq_dropout_keep": "last",
+            "trainer.pretrain.bucket_by_length": False, "data.dedup": "keep_last",
+        },
+    }
 
 
     @classmethod

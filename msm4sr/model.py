@@ -10,6 +10,7 @@ from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
 from bench.softmax_ce import class_table
+from msm4sr import fast
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
@@ -21,6 +22,9 @@ from msm4sr.pooling import AttentionPool
 class MSM4SR(PretrainFinetune):
     Config = MSM4SRConfig
     label = "MSM4SR"
+    # 2: training draws its dropout masks in another order (fine-tuning encodes both modalities
+    # after both adaptors), on CPU with msm4sr.fast: same distributions, another random stream
+    numerics_version = 2
     # stages, row layouts and stage keys come from PretrainFinetune
     # fields that only matter once pre-training is over: they never key the pre-trained stage
     finetune_only = frozenset({"pretrain", "id_embeddings"})
@@ -29,9 +33,10 @@ class MSM4SR(PretrainFinetune):
     dataset_specific = ("id_emb.", "feat_")
     # the authors' settings (RecBole overall.yaml + README run commands); batch = prefix rows
     trainer_defaults = {
-        # pre-training batches of prefix rows of similar length: ~5x less padding work on CPU
+        # random pre-training batches as in the code: NIP and CMCL take their negatives from the
+        # batch, and length buckets would change them (trainer.pretrain.bucket_by_length=true is
+        # ~5x less padding work on CPU, a different contrastive task)
         "pretrain": {"lr": 1e-3, "batch_size": 1024, "epochs": 300, "patience": 20, "weight_decay": 0.0,
-                     "bucket_by_length": True,
                      "clip_grad_norm": 5.0, "valid_metric": "Recall@20"},
         "finetune": {"lr": 1e-4, "batch_size": 256, "epochs": 300, "patience": 20, "weight_decay": 1e-3,
                      "clip_grad_norm": 5.0, "valid_metric": "Recall@20"},
@@ -138,6 +143,18 @@ class MSM4SR(PretrainFinetune):
         out = self.encoder(z_seq)
         return out if lengths is None else last_position(out, lengths)
 
+    def encode_train(
+        self, z: dict[str, torch.Tensor], lengths: torch.Tensor, last_only: bool
+    ) -> dict[str, torch.Tensor]:
+        """Per modality: the encoder at each row's last position ([B, H], last_only) or at every
+        position ([B, L, H], read at real positions only). On CPU the modalities go through the
+        encoder as one batch, in length groups (msm4sr.fast): the same function, less padding."""
+        mods = list(z)
+        if not fast.supported(self.encoder, z[mods[0]]):
+            return {m: self.encode(z[m], lengths if last_only else None) for m in mods}
+        out = fast.encode_grouped(self.encoder, torch.cat([z[m] for m in mods]), lengths.repeat(len(mods)), last_only)
+        return dict(zip(mods, out.chunk(len(mods))))
+
     def score(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Sum over modalities of cos(h^m, z^m_i (+ id_i)) for every item: [B, n_items + 1]."""
         cacheable = not self.training and not torch.is_grad_enabled()
@@ -166,7 +183,8 @@ class MSM4SR(PretrainFinetune):
         b, length = seq.shape
         per_seq = cfg.ratio_scope == "sequence"
         if cfg.item_dropout and self.training:
-            seq, lengths = sequence_dropout(seq, lengths, draw_ratios(b, cfg.item_dropout_max, per_seq, seq))
+            seq, lengths = sequence_dropout(seq, lengths, draw_ratios(b, cfg.item_dropout_max, per_seq, seq),
+                                            keep_end=cfg.seq_dropout_keep)
         # pool and project each distinct item of the batch once; dropout/LayerNorm/gating per
         # occurrence, so every position and every target gets its own dropout mask as in the code
         # ... and only at real positions: padding comes after the last real item, so with causal
@@ -183,7 +201,7 @@ class MSM4SR(PretrainFinetune):
         if cfg.mixup and len(self.modalities) == 2 and self.training:
             mask = mixup_mask(lengths, length, draw_ratios(b, cfg.mixup_max, per_seq, seq))
             z_seq["text"], z_seq["image"] = complementary_mixup(z_seq["text"], z_seq["image"], mask)
-        h = {m: self.encode(z_seq[m], lengths) for m in self.modalities}
+        h = self.encode_train(z_seq, lengths, last_only=True)
         return self.pretrain_objective(h, z_tgt, target)
 
     def pretrain_objective(
@@ -222,17 +240,20 @@ class MSM4SR(PretrainFinetune):
         """CE over all items of sum_m cos(h^m, z^m_i + id_i) / tau at every position with a target."""
         seq, target = batch["input"], batch["target"]
         keep = target > 0
-        logits = None
+        real = seq > 0  # own dropout per real position, as the code; padding stays zero
+        cands, z_in = {}, {}
         for m in self.modalities:
             y, g = self.adaptor[m].project(self.pooled(m))
-            cand = self.adaptor[m].combine(y, g)
-            real = seq > 0  # own dropout per real position, as the code; padding stays zero
-            z_in = scatter_rows(real, self.adaptor[m].combine(y[seq[real]], g[seq[real]]))
+            cands[m] = self.adaptor[m].combine(y, g)
+            z_in[m] = scatter_rows(real, self.adaptor[m].combine(y[seq[real]], g[seq[real]]))
             if self.uses_ids:
-                cand = cand + self.id_emb.weight
-                z_in = z_in + self.id_emb(seq)
-            out = self.encoder(z_in)[keep]
-            table, tgt = class_table(cand, target[keep], self.train_classes)  # never the padding item
+                cands[m] = cands[m] + self.id_emb.weight
+                z_in[m] = z_in[m] + self.id_emb(seq)
+        outs = self.encode_train(z_in, real.sum(1), last_only=False)
+        logits = None
+        for m in self.modalities:
+            out = outs[m][keep]
+            table, tgt = class_table(cands[m], target[keep], self.train_classes)  # never the padding item
             with full_precision(out.device):
                 s = normalize(out) @ normalize(table).T
             logits = s if logits is None else logits + s

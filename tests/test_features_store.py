@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import sealed
 from bench.data.dataset import from_sequences
 from bench.errors import BenchError
 from bench.features.raw_image import fit_to_width
@@ -79,31 +80,32 @@ def test_second_load_is_cached_and_fast(tiny, tmp_path, monkeypatch):
     again = build(ds, kw, tmp_path / "cache")
     assert time.perf_counter() - start < 2.0
     assert torch.equal(again.text, first.text) and torch.equal(again.image_mask, first.image_mask)
-    assert len(list((tmp_path / "cache" / "features").glob("tiny-*.pt"))) == 1
+    assert len(list((tmp_path / "cache" / "features").glob("tiny-*.safetensors"))) == 1
     # another N is another store; the strings' vectors are reused, only new strings are encoded
     monkeypatch.undo()
     other = build(ds, kw, tmp_path / "cache", n_keywords=2)
     assert (
         other.meta["text_strings_encoded_now"] == 0 and other.meta["keyword_strings_encoded_now"] == 2
     )  # "box, package" already had 2
-    assert len(list((tmp_path / "cache" / "features").glob("tiny-*.pt"))) == 2
+    assert len(list((tmp_path / "cache" / "features").glob("tiny-*.safetensors"))) == 2
 
 
-def test_store_of_another_encoder_is_refused(tiny, tmp_path):
+def test_store_of_another_encoder_is_refused(tiny, tmp_path, capfd):
     ds, kw = tiny
     f = build(ds, kw, tmp_path / "cache")
-    path = next((tmp_path / "cache" / "features").glob("tiny-*.pt"))
+    path = next((tmp_path / "cache" / "features").glob("tiny-*.safetensors"))
     with pytest.raises(
         BenchError, match=r"built with encoder='all-MiniLM-L6-v2' but encoder='bert-base' is expected"
     ):
         load_feature_file(path, {"encoder": "bert-base"})
-    # a store whose recorded encoder differs from the one asked for is refused, not used
-    payload = torch.load(path, weights_only=True)
+    # a cached store whose recorded encoder differs from the one asked for is not used: it is
+    # discarded with a warning naming it and rebuilt
+    payload = sealed.read(path, "features")
     payload["meta"]["encoder_fingerprint"] = "0000"
-    torch.save(payload, path)
-    with pytest.raises(BenchError, match="encoder_fingerprint='0000'.*rebuild the features"):
-        build(ds, kw, tmp_path / "cache")
-    assert f.meta["encoder_fingerprint"] != "0000"
+    sealed.write(path, payload, "features")
+    rebuilt = build(ds, kw, tmp_path / "cache")
+    assert f"warning: feature store {path}" in capfd.readouterr().err
+    assert rebuilt.meta["encoder_fingerprint"] == f.meta["encoder_fingerprint"] != "0000"
 
 
 def test_bad_options(tiny, tmp_path):

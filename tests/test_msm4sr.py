@@ -65,27 +65,30 @@ def test_ratio_scope_per_batch_vs_per_sequence():
     assert torch.all((per_seq >= 0) & (per_seq < 0.5))
 
 
-def test_sequence_dropout_keeps_first_item_order_and_left_aligns():
+@pytest.mark.parametrize("keep_end", ["first", "last"])
+def test_sequence_dropout_keeps_one_end_order_and_left_aligns(keep_end):
     g = torch.Generator().manual_seed(0)
     b, length = 64, 10
     lengths = torch.randint(1, length + 1, (b,), generator=g)
     seq = torch.arange(1, length + 1).repeat(b, 1) + 100 * torch.arange(b)[:, None]  # distinct ids
     seq = torch.where(torch.arange(length)[None] < lengths[:, None], seq, 0)
-    out, new_len = sequence_dropout(seq, lengths, torch.full((b,), 0.5), generator=g)
+    end = 0 if keep_end == "first" else -1
+    out, new_len = sequence_dropout(seq, lengths, torch.full((b,), 0.5), generator=g, keep_end=keep_end)
     dropped_any = False
     for r in range(b):
         orig = seq[r, : lengths[r]].tolist()
         kept = out[r, : new_len[r]].tolist()
-        assert kept[0] == orig[0]
+        assert kept[end] == orig[end]
         assert all(x > 0 for x in kept) and not out[r, new_len[r] :].any(), "left-aligned, zero padding after"
         it = iter(orig)
         assert all(x in it for x in kept), "survivors keep their order"
         dropped_any |= len(kept) < len(orig)
     assert dropped_any
-    same, same_len = sequence_dropout(seq, lengths, torch.zeros(b), generator=g)
+    same, same_len = sequence_dropout(seq, lengths, torch.zeros(b), generator=g, keep_end=keep_end)
     assert torch.equal(same, seq) and torch.equal(same_len, lengths)
-    only_first, one = sequence_dropout(seq, lengths, torch.full((b,), 1.0), generator=g)
-    assert torch.all(one == 1) and torch.equal(only_first[:, 0], seq[:, 0]) and not only_first[:, 1:].any()
+    only_one, one = sequence_dropout(seq, lengths, torch.full((b,), 1.0), generator=g, keep_end=keep_end)
+    survivor = seq[torch.arange(b), 0 if keep_end == "first" else lengths - 1]
+    assert torch.all(one == 1) and torch.equal(only_one[:, 0], survivor) and not only_one[:, 1:].any()
 
 
 # ---------------- item encoder ----------------

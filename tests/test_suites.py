@@ -168,8 +168,10 @@ def test_table_marks_best_second_and_significance(tmp_path, env):
     table = build_table(suite, env, "full")
     md = render(table, "md")
     results, _, costs = md.partition("Cost (mean over seeds")
-    rows = {line.split("|")[1].strip(): line for line in results.splitlines() if line.startswith("| ") and "Model" not in line}
-    assert "| SASRec (CE) | — | — | — |" in costs  # fake records carry no parameters or timings
+    rows = {line.split("|")[1].split(" ‡")[0].strip(): line for line in results.splitlines()
+            if line.startswith("| ") and "Model" not in line}
+    # fake records carry no parameters or timings; their 3-epoch curves still rise at the 1-epoch cap
+    assert "| SASRec (CE) ‡2/2 | — | — | — |" in costs
     sas, gru, pop = rows["SASRec (CE)"], rows["GRU4Rec (CE)"], rows["Pop"]
     assert "**" in sas and "†" not in sas  # best, and the reference carries no mark
     assert "<u>" in gru and "†" not in gru  # second; not significantly different from the reference
@@ -325,20 +327,6 @@ def test_caption_states_the_chance_recall_of_a_random_ranking():
     assert _chance_note(table) == ["Chance Recall (random ranking) on scientific (4,000 items): "
                                    "@10 0.0025, @20 0.0050, @50 0.0125."]
     assert _chance_note(SuiteTable(suite, "cpu", [], [], "")) == []
-
-
-def test_jobs_run_every_cell_in_worker_processes(tmp_path, env, data_root):
-    path = write_suite(tmp_path)
-    args = ["suite", "run", str(path), "--home", str(env.home), "--data-root", str(data_root)]
-    result = CliRunner().invoke(app, [*args, "--jobs", "2"])
-    assert result.exit_code == 0, result.output
-    assert "4/4 cells complete" in result.output and "worker exit codes [0, 0]" in result.output
-    suite = load_suite(str(path))
-    assert all(env.store.is_complete(run_hash(c.spec(suite.protocol), env)) for c in cells(suite))
-    logs = sorted((env.home / "logs").glob("*-worker-*-of-2.log"))
-    assert len(logs) == 2 and all("shard" in p.read_text() for p in logs)
-    refused = CliRunner().invoke(app, [*args, "--jobs", "2", "--shard", "1/2"])
-    assert refused.exit_code != 0
 
 
 def test_split_counts_are_the_definitions_counts_not_its_thresholds():

@@ -1,8 +1,10 @@
-"""Reader for raw Amazon Review dumps (2018 and 2014) of one category into a canonical Dataset.
+"""Reader for raw Amazon Review dumps (2023, 2018 and 2014) of one category into a canonical Dataset.
 
-Interactions: 2018 `<Category>_5.json.gz` or ratings-only `<Category>.csv` (item,user,rating,time);
+Interactions: 2023 `<Category>.jsonl(.gz)` (user_id, parent_asin, timestamp in ms; items are parent
+ASINs) from https://amazon-reviews-2023.github.io; 2018 `<Category>_5.json.gz` or ratings-only `<Category>.csv` (item,user,rating,time);
 2014 `reviews_<Category>_5.json.gz` or `ratings_<Category>.csv` (user,item,rating,time).
-Metadata: `meta_<Category>.json.gz`, JSON lines (2018) or Python-literal lines (2014).
+Metadata: 2023 `meta_<Category>.jsonl(.gz)` (title, features, description, categories, store,
+images); `meta_<Category>.json.gz`, JSON lines (2018) or Python-literal lines (2014).
 Processing, as in MSM4SR's code: a user-item pair seen twice keeps its last interaction, then
 k-core filtering (users and items with >= k interactions, repeated until stable), then each
 user's sequence in chronological order (ties keep file order).
@@ -29,7 +31,7 @@ MAX_IMAGES = 10  # MSM4SR: up to 10 images per item
 
 @dataclass(frozen=True)
 class RawFiles:
-    version: str  # "2018" or "2014"
+    version: str  # "2023", "2018" or "2014"
     interactions: Path
     kind: str  # "reviews" (JSON lines) or "ratings_csv"
     meta: Path
@@ -37,9 +39,16 @@ class RawFiles:
 
 
 def find_raw_files(raw_dir: Path, category: str) -> RawFiles:
-    """Which dump of `category` lies in raw_dir (reviews before ratings, 2018 before 2014)."""
+    """Which dump of `category` lies in raw_dir (reviews before ratings, newest first)."""
     if not raw_dir.is_dir():
         raise BenchError(f"raw data folder not found: {raw_dir}")
+    for ext in (".jsonl.gz", ".jsonl"):  # 2023: its own names, its own metadata
+        if (raw_dir / f"{category}{ext}").is_file():
+            metas = [raw_dir / f"meta_{category}{e}" for e in (".jsonl.gz", ".jsonl")]
+            meta = next((m for m in metas if m.is_file()), None)
+            if meta is None:
+                raise BenchError(f"missing metadata file {metas[0]} (or .jsonl), needed beside {raw_dir / (category + ext)}")
+            return RawFiles("2023", raw_dir / f"{category}{ext}", "reviews", meta)
     meta = raw_dir / f"meta_{category}.json.gz"
     if not meta.is_file() and (raw_dir / f"meta_{category}.json").is_file():
         meta = raw_dir / f"meta_{category}.json"
@@ -56,7 +65,7 @@ def find_raw_files(raw_dir: Path, category: str) -> RawFiles:
             if not meta.is_file():
                 raise BenchError(f"missing metadata file {meta} (needed beside {raw_dir / filename})")
             return RawFiles(version, raw_dir / filename, kind, meta, columns)
-    expected = ", ".join(c[1] for c in candidates)
+    expected = ", ".join([f"{category}.jsonl(.gz)", *(c[1] for c in candidates)])
     raise BenchError(f"no interaction file for category {category!r} in {raw_dir} (looked for {expected})")
 
 
@@ -64,6 +73,12 @@ def review_time(record: dict) -> int:
     if "unixReviewTime" in record:
         return int(record["unixReviewTime"])
     raise KeyError("unixReviewTime")
+
+
+def review_2023(record: dict) -> tuple[str, str, int]:
+    """(user, item, unix milliseconds): 2023 reviews name the parent ASIN (the product, all its
+    variants); their milliseconds order the sequence and become float seconds afterwards."""
+    return str(record["user_id"]), str(record["parent_asin"]), int(record["timestamp"])
 
 
 def read_interactions(
@@ -83,7 +98,10 @@ def read_interactions(
     if files.kind == "reviews":
         for lineno, rec in read_records(files.interactions, stats, skip_bad_lines, progress=progress):
             try:
-                log.add(str(rec["reviewerID"]), str(rec["asin"]), review_time(rec), lineno)
+                if files.version == "2023":
+                    log.add(*review_2023(rec), lineno)
+                else:
+                    log.add(str(rec["reviewerID"]), str(rec["asin"]), review_time(rec), lineno)
             except (KeyError, ValueError, TypeError) as exc:
                 bad(lineno, f"review without a usable {exc} field")
     else:
@@ -98,6 +116,12 @@ def read_interactions(
 
 def text_of(version: str, meta: dict) -> list[str]:
     """Metadata -> text segments: title, categories, brand, then description sentences."""
+    if version == "2023":  # categories: one path; brand: the store; features are bullet sentences
+        extra = [*(str(x) for x in meta.get("features") or []), *(str(x) for x in meta.get("description") or [])]
+        fields = [clean_text(str(meta.get("title") or "")),
+                  " ".join(clean_text(str(c)) for c in meta.get("categories") or [] if c),
+                  clean_text(str(meta.get("store") or ""))]
+        return assemble_segments(fields, [s for x in extra for s in split_sentences(x)], MAX_SEGMENTS)
     if version == "2018":
         categories = meta.get("category") or []
     else:  # 2014: a list of category paths; the first path describes the item's place
@@ -116,7 +140,9 @@ def text_of(version: str, meta: dict) -> list[str]:
 
 
 def images_of(version: str, meta: dict) -> list[str]:
-    if version == "2018":
+    if version == "2023":  # [{"hi_res", "large", "thumb", "variant"}, ...]; hi_res may be null
+        urls = [im.get("hi_res") or im.get("large") for im in meta.get("images") or [] if isinstance(im, dict)]
+    elif version == "2018":
         urls = meta.get("imageURLHighRes") or meta.get("imageURL") or []
     else:
         urls = [meta["imUrl"]] if meta.get("imUrl") else []
@@ -124,24 +150,51 @@ def images_of(version: str, meta: dict) -> list[str]:
 
 
 ASIN_FIELD = re.compile(r"""["']asin["']\s*:\s*["']([^"']+)["']""")
+PARENT_ASIN_FIELD = re.compile(r'"parent_asin"\s*:\s*"([^"]+)"')
 
 
 def read_meta(files: RawFiles, wanted: set[str], stats: LineStats, skip_bad_lines: bool) -> dict[str, dict]:
     """Metadata records of the wanted items only: a category's meta file is much larger than its
     5-core, so lines whose asin is visibly not wanted are skipped unparsed."""
 
+    key, pattern = ("parent_asin", PARENT_ASIN_FIELD) if files.version == "2023" else ("asin", ASIN_FIELD)
+
     def maybe_wanted(line: str) -> bool:
-        found = ASIN_FIELD.search(line)
+        found = pattern.search(line)
         return found is None or found.group(1) in wanted  # no visible asin: parse and judge
 
     out = {}
     for _, rec in read_records(
         files.meta, stats, skip_bad_lines, allow_python_literal=True, wanted=maybe_wanted
     ):
-        asin = rec.get("asin")
+        asin = rec.get(key)
         if asin in wanted:
             out[asin] = rec
     return out
+
+
+def sequences_of(
+    cols: dict[str, np.ndarray], user_names: np.ndarray, item_names: np.ndarray, k_core_min: int, source: Path,
+    dedupe: bool = True,
+) -> tuple[list[str], list[str], list[np.ndarray], np.ndarray, int]:
+    """(item names, user names, per-user item-id sequences, their timestamps, pairs before k-core):
+    optionally keep each user-item pair's last interaction, k-core filter, order each user's
+    interactions by time (ties in file order)."""
+    cols = {k: v[keep_last(cols)] for k, v in cols.items()} if dedupe else cols
+    core = k_core_mask(cols["user"], cols["item"], k_core_min)
+    if not core.any():
+        raise BenchError(
+            f"{source}: no interactions left after {k_core_min}-core filtering "
+            f"({len(cols['user'])} {'user-item pairs' if dedupe else 'interactions'} before); use a smaller k_core"
+        )
+    n_pairs = len(cols["user"])
+    cols = {k: v[core] for k, v in cols.items()}
+    item_of, item_names = sorted_ids(cols["item"], item_names)
+    user_of, user_names = sorted_ids(cols["user"], user_names)
+    user, item = user_of[cols["user"]], item_of[cols["item"]]
+    order = np.lexsort((cols["line"], cols["time"], user))  # chronological per user, ties in file order
+    cuts = np.cumsum(np.bincount(user[order] - 1, minlength=len(user_names)))[:-1]
+    return item_names, user_names, np.split(item[order], cuts), cols["time"][order], n_pairs
 
 
 def read_amazon_raw(
@@ -157,24 +210,11 @@ def read_amazon_raw(
     files = find_raw_files(raw_dir, category)
     inter_stats, meta_stats = LineStats(), LineStats()
     log = read_interactions(files, inter_stats, skip_bad_lines, progress)
-    raw = log.columns()
-    kept = keep_last(raw)
-    cols = {k: v[kept] for k, v in raw.items()}
-    core = k_core_mask(cols["user"], cols["item"], k_core_min)
-    if not core.any():
-        raise BenchError(
-            f"{files.interactions}: no interactions left after {k_core_min}-core filtering "
-            f"({len(cols['user'])} user-item pairs before); use a smaller k_core"
-        )
-    n_pairs = len(cols["user"])
-    cols = {k: v[core] for k, v in cols.items()}
-    item_of, item_names = sorted_ids(cols["item"], log.names("item"))
-    user_of, user_names = sorted_ids(cols["user"], log.names("user"))
-    user, item = user_of[cols["user"]], item_of[cols["item"]]
-    order = np.lexsort((cols["line"], cols["time"], user))  # chronological per user, ties in file order
-    cuts = np.cumsum(np.bincount(user[order] - 1, minlength=len(user_names)))[:-1]
-    seqs = np.split(item[order], cuts)
-    timestamps = cols["time"][order]
+    item_names, user_names, seqs, timestamps, n_pairs = sequences_of(
+        log.columns(), log.names("user"), log.names("item"), k_core_min, files.interactions
+    )
+    if files.version == "2023":
+        timestamps = timestamps / 1000.0
     meta = read_meta(files, set(item_names), meta_stats, skip_bad_lines)
     texts = [text_of(files.version, meta[a]) if a in meta else [] for a in item_names]
     images, sources = [], Counter()

@@ -22,14 +22,21 @@ def require(path: Path) -> Path:
 
 
 def read_index(path: Path) -> dict[str, int]:
-    """`key \\t int` lines -> {key: int}."""
+    """`key <TAB> int` lines -> {key: int}: a one-to-one map, so a key or an id given twice is an
+    error (it would silently hand one item's text and image to another)."""
     out: dict[str, int] = {}
+    line_of_id: dict[int, int] = {}
     with open(require(path), encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2 or not parts[1].strip().lstrip("-").isdigit():
                 raise BenchError(f"{path}:{lineno}: expected 'key<TAB>integer', got {line.strip()[:80]!r}")
-            out[parts[0]] = int(parts[1])
+            key, value = parts[0], int(parts[1])
+            if key in out:
+                raise BenchError(f"{path}:{lineno}: key {key[:80]!r} listed twice (first with id {out[key]})")
+            if value in line_of_id:
+                raise BenchError(f"{path}:{lineno}: id {value} given twice (first on line {line_of_id[value]})")
+            out[key], line_of_id[value] = value, lineno
     if not out:
         raise BenchError(f"{path}: file is empty")
     return out
@@ -84,6 +91,9 @@ def read_unisrec(folder: Path, prefix: str, name: str) -> Dataset:
     item_index = read_index(folder / f"{prefix}.item2index")
     user_index = read_index(folder / f"{prefix}.user2index")
     n_items = len(item_index)
+    for index, kind in ((item_index, "item2index"), (user_index, "user2index")):
+        if sorted(index.values()) != list(range(len(index))):
+            raise BenchError(f"{folder / f'{prefix}.{kind}'}: ids are not exactly 0..{len(index) - 1}")
     splits = {part: read_inter(folder / f"{prefix}.{part}.inter", n_items) for part in ("train", "valid", "test")}
     item_names = sorted(item_index, key=item_index.__getitem__)
     user_names = sorted(user_index, key=user_index.__getitem__)

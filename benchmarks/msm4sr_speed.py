@@ -1,0 +1,253 @@
+"""MSM4SR training speed and text-encoding speed: a previous revision beside the working tree,
+in one run, one thread each, same seed, one process at a time (before/after interleaved).
+
+    git worktree add --detach /tmp/speed-base <revision>       # the "before" source tree
+    python benchmarks/msm4sr_speed.py train --base /tmp/speed-base --dataset scientific \
+        --pretrain-epochs 2 --finetune-epochs 2 --repeats 2 --out results/speed/msm4sr_cpu.json
+    python benchmarks/msm4sr_speed.py encode --base /tmp/speed-base --dataset scientific \
+        --out results/speed/text_encode_cpu.json
+
+Each measurement runs in its own process with PYTHONPATH set to the source tree measured, so
+both revisions import their own `bench`/`msm4sr`. Times are reported as wall seconds and as
+process CPU seconds: on a shared machine the CPU seconds of a one-thread process move much less
+with other load than the wall seconds do. `train` needs the dataset's item features in the
+cache of BENCH_HOME (or --home): each run gets a scratch home whose cache/ links to it, so no
+pre-trained stage is shared between runs. `encode` encodes the dataset's distinct text
+segments with a cold string cache (no vectors written anywhere) and checks both revisions'
+vectors against each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _Clock:
+    """Stands in for the `time` module inside bench.trainer: fit() still sees wall time, and the
+    process CPU time at each of its clock reads is recorded beside it (two reads per epoch)."""
+
+    def __init__(self):
+        self.marks: list[tuple[float, float]] = []
+
+    def perf_counter(self) -> float:
+        wall = time.perf_counter()
+        self.marks.append((wall, time.process_time()))
+        return wall
+
+
+def _train_worker(a: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(a["threads"])
+    import bench.trainer
+    from bench.evaluator import evaluate
+    from bench.runner import RunEnv, train_stages
+    from bench.spec import build_spec
+
+    clock = _Clock()
+    bench.trainer.time = clock
+    if a.get("reference"):  # this tree without msm4sr.fast: padded per-modality encoder, torch's dropout
+        import torch.nn.functional as F
+
+        from msm4sr import fast
+
+        fast.supported = lambda *args: False
+        fast.dropout = lambda x, p, training=True: F.dropout(x, p, training)
+    overrides = {
+        "trainer.pretrain.epochs": a["pretrain_epochs"], "trainer.pretrain.patience": a["pretrain_epochs"] + 1,
+        "trainer.finetune.epochs": a["finetune_epochs"], "trainer.finetune.patience": a["finetune_epochs"] + 1,
+        "trainer.pretrain.bucket_by_length": a["bucket"], "trainer.device": "cpu", **a["set"],
+    }
+    if a["max_users"]:
+        overrides["protocol.max_users"] = a["max_users"]
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        (home / "cache").symlink_to(Path(a["cache"]).resolve())
+        env = RunEnv(Path(a["data_root"]), home)
+        spec = build_spec(a["dataset"], "leave_one_out", "msm4sr", a["seed"], overrides)
+        cpu0 = time.process_time()
+        trained = train_stages(spec, env)
+        split = env.split(spec)
+        max_len = spec.protocol_params["max_len"]
+        test = evaluate(trained.model, split.unlock_test(), max_len, spec.evaluation, trained.device)
+        total_cpu = time.process_time() - cpu0
+    cpu = [e[1] - s[1] for s, e in zip(clock.marks[::2], clock.marks[1::2])]
+    out = {"threads": torch.get_num_threads(), "total_cpu_s": total_cpu, "stages": {}}
+    k = 0
+    for stage, fit in trained.fits.items():
+        n = len(fit.history)
+        out["stages"][stage] = {
+            "wall_s": fit.train_seconds,
+            "cpu_s": cpu[k : k + n] if len(cpu) == len(clock.marks) // 2 else None,
+            "loss": [h["loss"] for h in fit.history],
+            "valid": [h[spec.trainer[stage].valid_metric] for h in fit.history],
+        }
+        k += n
+    out["test"] = {m: test.means[m] for m in ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20", "MRR@20")}
+    return out
+
+
+def _encode_worker(a: dict) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(a["threads"])
+    from bench.data.catalog import load_dataset
+    from bench.features.store import MAX_TEXT_SLOTS
+    from bench.features.text_encoder import TextEncoder
+
+    ds = load_dataset(a["dataset"], Path(a["data_root"]), Path(a["cache"]))
+    texts = sorted({s for item in ds.item_text for s in item[:MAX_TEXT_SLOTS]})
+    if a["limit"]:
+        texts = texts[: a["limit"]]
+    enc = TextEncoder()
+    enc.load()  # model loading is not encoding
+    wall, cpu = time.perf_counter(), time.process_time()
+    vectors = enc.encode(texts, progress=True, description=f"{a['dataset']}: text segments")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    np.save(a["vectors"], vectors)
+    return {"strings": len(texts), "wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads()}
+
+
+def _run_worker(tree: Path, kind: str, args: dict, threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), f"_{kind}", json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
+    if proc.returncode != 0:
+        sys.exit(f"{kind} worker failed in {tree}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _revision(tree: Path) -> str:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=tree).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=tree).stdout
+    return rev.strip() + ("+working-tree" if dirty.strip() else "")
+
+
+def _common(a, name: str) -> dict:
+    home = Path(a.home or os.environ.get("BENCH_HOME", ".bench")).resolve()
+    if name == "before" and a.base_home:  # e.g. when the cache layout changed between the revisions
+        home = Path(a.base_home).resolve()
+    return {"dataset": a.dataset, "data_root": str(Path(a.data_root).resolve()), "cache": str(home / "cache")}
+
+
+def cmd_train(a) -> dict:
+    trees = {"before": Path(a.base).resolve(), "after": REPO}
+    if a.reference_only:  # the working tree with and without msm4sr.fast: that change alone
+        trees = {"before": REPO, "after": REPO}
+    args = {"pretrain_epochs": a.pretrain_epochs, "finetune_epochs": a.finetune_epochs,
+            "seed": a.seed, "max_users": a.max_users, "threads": a.threads,
+            "set": dict(kv.split("=", 1) for kv in a.set)}
+    runs: dict = {}
+    for bucket in a.bucket:
+        for r in range(a.repeats):
+            for name, tree in trees.items():  # interleaved: before, after, before, after
+                reference = a.reference_only and name == "before"
+                res = _run_worker(tree, "train", {**args, **_common(a, "after" if a.reference_only else name),
+                                                  "bucket": bucket == "bucketed", "reference": reference}, a.threads)
+                runs.setdefault(bucket, {}).setdefault(name, []).append(res)
+                print(f"[{bucket} #{r} {name}] " + "  ".join(
+                    f"{s}: {statistics.median(v['wall_s']):.2f}s wall/epoch" for s, v in res["stages"].items()),
+                    file=sys.stderr, flush=True)
+    table = []
+    for bucket, by_tree in runs.items():
+        for stage in ("pretrain", "finetune"):
+            row = {"batches": bucket, "stage": stage}
+            for name, results in by_tree.items():
+                # epoch 0 included: every epoch does the same work; median over all epochs of all repeats
+                row[f"{name}_wall_s"] = statistics.median(w for r in results for w in r["stages"][stage]["wall_s"])
+                cpus = [c for r in results for c in (r["stages"][stage]["cpu_s"] or [])]
+                row[f"{name}_cpu_s"] = statistics.median(cpus) if cpus else None
+            row["speedup_wall"] = row["before_wall_s"] / row["after_wall_s"]
+            row["speedup_cpu"] = (row["before_cpu_s"] / row["after_cpu_s"]) if row["after_cpu_s"] else None
+            b, f = by_tree["before"][0], by_tree["after"][0]
+            row["max_abs_diff_loss"] = max(abs(x - y) for x, y in zip(b["stages"][stage]["loss"], f["stages"][stage]["loss"]))
+            row["max_abs_diff_valid"] = max(abs(x - y) for x, y in zip(b["stages"][stage]["valid"], f["stages"][stage]["valid"]))
+            table.append(row)
+        b, f = by_tree["before"][0]["test"], by_tree["after"][0]["test"]
+        table.append({"batches": bucket, "stage": "test metrics", "before": b, "after": f,
+                      "max_abs_diff": max(abs(b[m] - f[m]) for m in b)})
+    return {"table": table, "runs": runs}
+
+
+def cmd_encode(a) -> dict:
+    import numpy as np
+
+    trees = {"before": Path(a.base).resolve(), "after": REPO}
+    runs: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        vectors = {}
+        for r in range(a.repeats):
+            for name, tree in trees.items():
+                path = str(Path(tmp) / f"{name}.npy")
+                args = {**_common(a, name), "threads": a.threads, "limit": a.limit, "vectors": path}
+                res = _run_worker(tree, "encode", args, a.threads)
+                runs.setdefault(name, []).append(res)
+                vectors[name] = np.load(path)
+                print(f"[#{r} {name}] {res['wall_s']:.1f}s wall {res['cpu_s']:.1f}s cpu", file=sys.stderr, flush=True)
+        diff = float(np.abs(vectors["before"] - vectors["after"]).max())
+    row = {"strings": runs["after"][0]["strings"], "threads": a.threads, "max_abs_diff_vectors": diff}
+    for name, results in runs.items():
+        row[f"{name}_wall_s"] = statistics.median(r["wall_s"] for r in results)
+        row[f"{name}_cpu_s"] = statistics.median(r["cpu_s"] for r in results)
+    row["speedup_wall"] = row["before_wall_s"] / row["after_wall_s"]
+    row["speedup_cpu"] = row["before_cpu_s"] / row["after_cpu_s"]
+    return {"table": [row], "runs": runs}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] in ("_train", "_encode"):  # worker process
+        worker = _train_worker if sys.argv[1] == "_train" else _encode_worker
+        print(json.dumps(worker(json.loads(sys.argv[2]))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("train", "encode"):
+        p = sub.add_parser(name)
+        p.add_argument("--base", required=True, help="source tree of the 'before' revision (a git worktree)")
+        p.add_argument("--dataset", default="scientific")
+        p.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", str(REPO.parent / "shared" / "data")))
+        p.add_argument("--home", default=None, help="its cache/ holds the parsed dataset (and features); default $BENCH_HOME")
+        p.add_argument("--base-home", default=None, help="the 'before' revision's home, if it needs its own cache")
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--repeats", type=int, default=1)
+        p.add_argument("--out", default=None, help="also write the JSON here")
+    t = sub.choices["train"]
+    t.add_argument("--pretrain-epochs", type=int, default=2)
+    t.add_argument("--finetune-epochs", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-users", type=int, default=0, help="0 = every user")
+    t.add_argument("--bucket", nargs="+", default=["bucketed", "random"], choices=["bucketed", "random"],
+                   help="pre-training batches: length-bucketed, random, or both")
+    t.add_argument("--reference-only", action="store_true",
+                   help="'before' = this tree with msm4sr.fast switched off (isolates that change)")
+    t.add_argument("--set", nargs="*", default=[], help="extra overrides KEY=VALUE, as bench run --set")
+    sub.choices["encode"].add_argument("--limit", type=int, default=0, help="encode only the first N strings")
+    a = ap.parse_args()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result = (cmd_train if a.cmd == "train" else cmd_encode)(a)
+    import platform
+
+    before = _revision(Path(a.base)) if not getattr(a, "reference_only", False) else "working tree without msm4sr.fast"
+    result["meta"] = {"started": started, "command": sys.argv[1:], "machine": platform.processor() or platform.machine(),
+                      "cpus": os.cpu_count(), "before": before, "after": _revision(REPO),
+                      "note": "wall times on a shared machine are under load; CPU seconds are less affected"}
+    text = json.dumps(result, indent=1)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(text + "\n")
+    print(json.dumps(result["table"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
