@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.suites import SuiteRunReport
 
 EXECUTORS = ("sequential", "ray")
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # records are small: a local cluster needs little shared memory
@@ -52,14 +53,9 @@ class Cell:
 
 
 @dataclass
-class CellsReport:
-    """What happened to each cell (the fields of bench.suites.SuiteRunReport, plus records)."""
+class CellsReport(SuiteRunReport):
+    """What happened to each cell, plus the records."""
 
-    executed: list[str] = field(default_factory=list)
-    complete: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
     records: dict[str, dict] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # every cell's run hash, in the order given
     hosts: dict[str, str] = field(default_factory=dict)  # key -> host that trained it (ray)

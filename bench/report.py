@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench import stats
+from bench.budgets import training_limits
 from bench.errors import BenchError
 from bench.hashing import canonical_json, hash_obj
 from bench.model import get_model_class
@@ -38,6 +39,7 @@ class Row:
     tuned_from: str | None = None
     cost: dict[str, Any] = field(default_factory=dict)  # parameters, best epoch, s/epoch per stage
     capped: int = 0  # seeds stopped by an epoch cap while still improving (capped_stages)
+    below_need: list[str] = field(default_factory=list)  # stages the budget trained below the model's declared need
     distinct: int = 0  # seeds with distinct results (1 = every seed gave the same numbers)
     shared_pretraining: bool = False  # an earlier stage shared by every seed (trainer.<stage>.shared_seed)
     same_as: str | None = None  # the label of an earlier row with exactly these results
@@ -81,7 +83,7 @@ class SuiteTable:
                     "runs": {str(s): h for s, h in r.seeds.items()},
                     "mean": r.means, "std": r.stds,
                     "marks": {m: sorted(v) for m, v in r.marks.items()},
-                    "cost": r.cost, "capped_seeds": r.capped, "distinct_runs": r.distinct,
+                    "cost": r.cost, "capped_seeds": r.capped, "below_need": r.below_need, "distinct_runs": r.distinct,
                     "shared_pretraining": r.shared_pretraining, "same_as": r.same_as,
                 }
                 for r in self.rows
@@ -172,6 +174,8 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
             row.marks[m] = set()
         row.cost = run_cost(done)
         row.capped = sum(bool(capped_stages(r)) for r in done)
+        row.below_need = sorted({f"{st} {'/'.join(v['below_need'])}" for r in done
+                                 for st, v in training_limits(r["spec"]).items() if v["below_need"]})
         # seeds that produced identical results (nothing seeded trained, e.g. zero-shot with a
         # shared pre-training) are one run, not n runs with a spread of zero
         row.distinct = len({canonical_json(r["metrics"][split]) for r in done})
@@ -384,6 +388,9 @@ def _trust_notes(table: SuiteTable) -> list[str]:
     notes.append(f"{CAP_MARK} k/n: k of n seeds stopped by the epoch cap while still improving (best epoch "
                  f"within the patience window of the cap); {sum(r.capped for r in capped)} of {cells} runs "
                  f"flagged." if capped else f"No run stopped by its epoch cap while improving ({cells} runs).")
+    below = [f"{r.label} ({', '.join(r.below_need)})" for r in done if r.below_need]
+    if below:
+        notes.append(f"Trained below the model's declared need by this budget (bench/budgets.py): {'; '.join(below)}.")
     single = [r.label for r in done if r.n_done > 1 and r.distinct == 1]
     if single:
         notes.append(f"One run (every seed gave identical results, nothing seeded trained): {', '.join(single)}.")

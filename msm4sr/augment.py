@@ -24,7 +24,7 @@ def draw_ratios(
 
 def sequence_dropout(
     seq: torch.Tensor, lengths: torch.Tensor, ratio: torch.Tensor, generator: torch.Generator | None = None,
-    keep_end: str = "last",
+    keep_end: str = "first",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop real items with probability ratio[b]; survivors keep their order and are left-aligned.
     Returns (new seq, new lengths).

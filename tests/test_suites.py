@@ -359,3 +359,13 @@ def test_zero_shot_runs_draw_no_validation_curve(tmp_path, monkeypatch):
     assert plots.validation_curves(suite, None, "cpu", tmp_path) == []
     monkeypatch.setattr(plots, "_complete_records", lambda *a: iter([zero_shot, finetuned]))
     assert len(plots.validation_curves(suite, None, "cpu", tmp_path)) == 2  # one figure, png + pdf
+
+
+def test_table_says_which_rows_a_budget_trained_below_their_declared_need(tmp_path, env):
+    # one epoch for every model: BERT4Rec declares 200 (bench/budgets.py), Pop trains nothing
+    path = write_suite(tmp_path, models=["pop", "bert4rec"], metrics=["Recall@20"])
+    suite = load_suite(str(path))
+    save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
+    table = build_table(suite, env, "full")
+    assert "declared need" in table.caption and "BERT4Rec (train epochs)" in table.caption
+    assert "Pop (" not in table.caption

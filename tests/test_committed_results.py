@@ -1,0 +1,42 @@
+"""Committed tables re-render from the committed records alone (results/store: records and
+per-user metrics, no weights), with no training and no raw data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+HEADER = re.compile(r"\A<!--.*?-->\n", re.S)
+
+
+def tables_with_records() -> list[Path]:
+    """Markdown tables whose every listed run has its record committed under results/store."""
+    out = []
+    for side in sorted(RESULTS.glob("*.md.cells.json")):
+        cells = json.loads(side.read_text())["cells"]
+        runs = [h for c in cells for h in c["runs"].values() if h]
+        if runs and all((RESULTS / "store" / "runs" / h / "record.json").exists() for h in runs):
+            out.append(RESULTS / side.name.removesuffix(".cells.json"))
+    return out
+
+
+def test_committed_tables_re_render_byte_for_byte_without_data(tmp_path):
+    tables = tables_with_records()
+    assert tables, "no committed table has its records under results/store"
+    home = tmp_path / "home"
+    shutil.copytree(RESULTS / "store", home / "store")  # a fresh copy: nothing else, no cache
+    for table in tables:
+        side = json.loads(Path(f"{table}.cells.json").read_text())
+        out = tmp_path / table.name
+        result = CliRunner().invoke(app, ["table", side["suite"], "--budget", side["budget"], "--format", "md",
+                                          "--out", str(out), "--home", str(home),
+                                          "--data-root", str(tmp_path / "no-data")])
+        assert result.exit_code == 0, result.output
+        assert HEADER.sub("", out.read_text()) == HEADER.sub("", table.read_text()), table.name
