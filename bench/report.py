@@ -43,6 +43,7 @@ class Row:
     distinct: int = 0  # seeds with distinct results (1 = every seed gave the same numbers)
     shared_pretraining: bool = False  # an earlier stage shared by every seed (trainer.<stage>.shared_seed)
     same_as: str | None = None  # the label of an earlier row with exactly these results
+    untested: bool = False  # judged on other test users than the reference: no paired test
 
     @property
     def n_done(self) -> int:
@@ -84,7 +85,7 @@ class SuiteTable:
                     "mean": r.means, "std": r.stds,
                     "marks": {m: sorted(v) for m, v in r.marks.items()},
                     "cost": r.cost, "capped_seeds": r.capped, "below_need": r.below_need, "distinct_runs": r.distinct,
-                    "shared_pretraining": r.shared_pretraining, "same_as": r.same_as,
+                    "shared_pretraining": r.shared_pretraining, "same_as": r.same_as, "untested": r.untested,
                 }
                 for r in self.rows
             ],
@@ -329,6 +330,10 @@ def _significance(suite: Suite, rows: list[Row], store, split: str) -> list[dict
             for m in suite.metrics:
                 a = {s: per_user(h)[m] for s, h in ref.seeds.items() if h is not None}
                 b = {s: per_user(h)[m] for s, h in row.seeds.items() if h is not None}
+                if {len(v) for v in a.values()} != {len(v) for v in b.values()}:
+                    # other test users (e.g. data.dedup removed some): no paired test is possible
+                    row.untested = True
+                    continue
                 comp = stats.compare(a, b, metric=m, a=ref.label, b=row.label)
                 family = (ref.dataset, m) if sig.family == "per_dataset_metric" else ("table",)
                 groups.setdefault(family, []).append((row, comp))
@@ -388,6 +393,10 @@ def _trust_notes(table: SuiteTable) -> list[str]:
     notes.append(f"{CAP_MARK} k/n: k of n seeds stopped by the epoch cap while still improving (best epoch "
                  f"within the patience window of the cap); {sum(r.capped for r in capped)} of {cells} runs "
                  f"flagged." if capped else f"No run stopped by its epoch cap while improving ({cells} runs).")
+    untested = [r.label for r in done if r.untested]
+    if untested:
+        notes.append(f"Not tested against the reference (other test users, e.g. after data.dedup): "
+                     f"{', '.join(untested)}.")
     below = [f"{r.label} ({', '.join(r.below_need)})" for r in done if r.below_need]
     if below:
         notes.append(f"Trained below the model's declared need by this budget (bench/budgets.py): {'; '.join(below)}.")
