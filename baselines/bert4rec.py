@@ -20,8 +20,8 @@ from pydantic import Field
 from torch import nn
 
 from baselines.seqops import append_item, full_sequence, real_mask
-from baselines.transformer import SequenceTransformer, init_weights
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel
+from bench.nn.model import MODELS, ModelConfig, ModelContext, SeqRecModel
+from bench.nn.transformer import SequenceTransformer, init_weights
 
 
 class BERT4RecConfig(ModelConfig):
@@ -50,7 +50,7 @@ class BERT4Rec(SeqRecModel):
     sample_mode = "packed"
     # under-training is BERT4Rec's classic failure: a longer budget than the harness default
     trainer_defaults = {"train": {"epochs": 500, "patience": 30}}
-    # what it needs to converge, which budgets never cut (bench/budgets.py): on scientific its best
+    # what it needs to converge, which budgets never cut (bench/engine/budgets.py): on scientific its best
     # validation epoch is ~52 here and ~55 in RecBole 1.2.1 (patience 20; noisy Cloze validation)
     training_need = {"train": {"epochs": 200, "patience": 20}}
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from baselines.sasrec import SASRecConfig
 from baselines.seqops import MaskTokenSASRec, crop, mask_items, nt_xent, reorder
-from bench.model import MODELS, last_position
+from bench.nn.model import MODELS, last_position
 
 
 class CL4SRecConfig(SASRecConfig):

@@ -34,7 +34,7 @@ from torch import nn
 
 from baselines.sasrec import SASRec, SASRecConfig
 from baselines.seqops import last_target, nt_xent
-from bench.model import MODELS, last_position
+from bench.nn.model import MODELS, last_position
 
 
 class DuoRecConfig(SASRecConfig):

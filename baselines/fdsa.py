@@ -1,7 +1,7 @@
 """FDSA (Zhang et al. 2019), multimodal variant: two causal self-attention streams.
 
 - item stream: ID embeddings -> SequenceTransformer;
-- feature stream: per item, each modality's MLP vector (baselines.feature_mlp) merged by vanilla
+- feature stream: per item, each modality's MLP vector (bench.nn.feature_mlp) merged by vanilla
   attention (score = Linear(H, H) -> ReLU -> Linear(H, 1) per vector, softmax over the item's
   vectors, weighted sum; RecBole's VanillaAttention) -> a second SequenceTransformer.
 The two outputs are concatenated -> Linear(2H, H) -> LayerNorm -> dropout (RecBole's FDSA) and
@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.feature_mlp import ContentConfig, ItemFeatureMLPs
-from baselines.transformer import SequenceTransformer, init_weights
-from bench.model import MODELS, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import next_item_ce
+from bench.nn.feature_mlp import ContentConfig, ItemFeatureMLPs
+from bench.nn.model import MODELS, ModelContext, SeqRecModel, last_position
+from bench.nn.softmax_ce import next_item_ce
+from bench.nn.transformer import SequenceTransformer, init_weights
 
 
 class FDSAConfig(ContentConfig):

@@ -13,8 +13,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import next_item_ce, softmax_ce
+from bench.nn.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.nn.softmax_ce import next_item_ce, softmax_ce
 
 
 class GRU4RecConfig(ModelConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel
+from bench.nn.model import MODELS, ModelConfig, ModelContext, SeqRecModel
 
 
 @MODELS.register("pop")

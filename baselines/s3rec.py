@@ -45,8 +45,8 @@ from torch import nn
 
 from baselines.sasrec import SASRecConfig
 from baselines.seqops import MaskTokenSASRec, append_item, full_sequence, real_mask, sample_negatives
-from baselines.transformer import init_weights
-from bench.model import MODELS, ModelContext, last_position
+from bench.nn.model import MODELS, ModelContext, last_position
+from bench.nn.transformer import init_weights
 
 
 class S3RecConfig(SASRecConfig):
@@ -124,7 +124,7 @@ class S3Rec(MaskTokenSASRec):
         "feature_params",
     )  # fmt: skip
     trainer_defaults = {"pretrain": {"epochs": 100, "patience": 100}}
-    # the reference pre-trains a fixed 100 epochs (bench/budgets.py: a budget cutting it is recorded)
+    # the reference pre-trains a fixed 100 epochs (bench/engine/budgets.py: a budget cutting it is recorded)
     training_need = {"pretrain": {"epochs": 100, "patience": 100}}
 
     @classmethod

@@ -6,9 +6,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from baselines.transformer import SequenceTransformer, init_weights
-from bench.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import next_item_ce
+from bench.nn.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.nn.softmax_ce import next_item_ce
+from bench.nn.transformer import SequenceTransformer, init_weights
 
 
 class SASRecConfig(ModelConfig):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from baselines.sasrec import SASRec, SASRecConfig
 from baselines.seqops import sample_negatives
-from bench.model import MODELS
+from bench.nn.model import MODELS
 
 
 class SASRecBCEConfig(SASRecConfig):

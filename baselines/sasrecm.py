@@ -1,6 +1,6 @@
 """SASRecM: the MSM4SR authors' multimodal SASRec.
 
-Item i = ID embedding + sum over modalities of MLP(mean feature vector) (baselines.feature_mlp),
+Item i = ID embedding + sum over modalities of MLP(mean feature vector) (bench.nn.feature_mlp),
 the same representation on the input side and as the candidate table; causal SequenceTransformer;
 CE over all items at every target of a packed row. As in the authors' code, input occurrences get
 their own MLP dropout and the candidate table is recomputed (with its own dropout) per batch.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.feature_mlp import ContentConfig, ItemFeatureMLPs
-from baselines.transformer import SequenceTransformer, init_weights
-from bench.model import MODELS, ModelContext, SeqRecModel, last_position
-from bench.softmax_ce import next_item_ce
+from bench.nn.feature_mlp import ContentConfig, ItemFeatureMLPs
+from bench.nn.model import MODELS, ModelContext, SeqRecModel, last_position
+from bench.nn.softmax_ce import next_item_ce
+from bench.nn.transformer import SequenceTransformer, init_weights
 
 
 class SASRecMConfig(ContentConfig):

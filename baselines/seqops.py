@@ -1,6 +1,6 @@
 """Vectorised sequence operations and losses shared by several baselines.
 
-Sequences follow bench.batching's layout: [B, L] item ids, left-aligned, 0 = padding after the
+Sequences follow bench.engine.batching's layout: [B, L] item ids, left-aligned, 0 = padding after the
 last real item. Every function here returns new tensors and never writes into its inputs.
 """
 

@@ -36,10 +36,9 @@ from pydantic import Field
 from torch import nn
 
 from baselines.seqops import last_target
-from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
-from bench.model import (
+from bench.nn.model import (
     MODELS,
     ModelConfig,
     ModelContext,
@@ -47,7 +46,8 @@ from bench.model import (
     full_precision,
     last_position,
 )
-from bench.softmax_ce import next_item_ce
+from bench.nn.softmax_ce import next_item_ce
+from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import nip_loss, normalize, same_target_pairs
 

@@ -16,7 +16,7 @@ function of the training rows alone: features of items outside training never re
 
 faiss seeds its k-means with `cp.seed` and the OPQ's initial random rotation with a fixed seed;
 its OpenMP reductions make results depend on the thread count, so the fit runs with torch's
-thread count (one knob for the whole run, as bench.determinism assumes) and restores faiss's.
+thread count (one knob for the whole run, as bench.engine.determinism assumes) and restores faiss's.
 """
 
 from __future__ import annotations

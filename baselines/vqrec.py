@@ -62,11 +62,10 @@ from pydantic import Field
 from torch import nn
 
 from baselines.seqops import last_target
-from baselines.transformer import SequenceTransformer, init_weights
 from baselines.vq_codes import item_codes
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs, Modality
-from bench.model import (
+from bench.nn.model import (
     MODELS,
     ModelConfig,
     ModelContext,
@@ -74,7 +73,8 @@ from bench.model import (
     full_precision,
     last_position,
 )
-from bench.softmax_ce import next_item_ce
+from bench.nn.softmax_ce import next_item_ce
+from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr.augment import sequence_dropout
 from msm4sr.losses import same_target_pairs
 

@@ -40,8 +40,8 @@ def _seed_list(seeds: int | Iterable[int], seed: int) -> list[int]:
 
 
 def _env(home, data_root_, reporter=None):
+    from bench.engine.runner import RunEnv
     from bench.progress import SILENT
-    from bench.runner import RunEnv
 
     return RunEnv(data_root(data_root_), bench_home(home), reporter or SILENT)
 
@@ -49,8 +49,8 @@ def _env(home, data_root_, reporter=None):
 def execute_specs(specs: list, env, force: bool = False) -> list[dict]:
     """Run each spec unless complete (as `bench run` does); a spec another process is running is
     waited for after the others. Returns the records in spec order."""
-    from bench.runner import execute
-    from bench.store import RunBusy
+    from bench.engine.runner import execute
+    from bench.engine.store import RunBusy
 
     records: dict[int, dict] = {}
     busy = []
@@ -74,8 +74,8 @@ def execute_specs(specs: list, env, force: bool = False) -> list[dict]:
 def select_metrics(text: str | None, have: Iterable[str] | None = None) -> tuple[str, ...]:
     """--metrics "MRR@5,Hit" -> metric columns among `have` (default: every metric the evaluator
     records); a bare name means each of its cutoffs, "all" every metric; None: the default columns."""
-    from bench.metrics import CUTOFFS, METRICS
-    from bench.tables import DEFAULT_METRICS
+    from bench.engine.metrics import CUTOFFS, METRICS
+    from bench.report.console import DEFAULT_METRICS
 
     if not text:
         return DEFAULT_METRICS
@@ -113,8 +113,8 @@ def run(
     overrides: {"group.option": value}, as `--set` (e.g. {"trainer.epochs": 1, "sasrec.dropout": 0.5}).
     home / data_root: as --home / --data-root (else $BENCH_HOME / $BENCH_DATA_ROOT, else defaults).
     Complete runs already in the store are loaded, not re-run (force=True re-runs them)."""
+    from bench.engine.spec import build_spec
     from bench.progress import Reporter
-    from bench.spec import build_spec
 
     reporter = Reporter() if progress else None
     if reporter is not None:
@@ -147,7 +147,7 @@ class Results:
     def frame(self, split: str = "test"):
         """pandas DataFrame, one row per run: model, dataset, protocol, seed, best_epoch, every metric,
         run_hash. split: test, valid, or a protocol's extra part (e.g. test:all)."""
-        from bench.tables import records_frame
+        from bench.report.console import records_frame
 
         self._check_split(split)
         df = records_frame(self.records, split)
@@ -159,7 +159,7 @@ class Results:
         and run; columns model, dataset, seed, run_hash, then the metrics)."""
         import pandas as pd
 
-        from bench.spec import RunSpec
+        from bench.engine.spec import RunSpec
 
         self._check_split(split)
         frames = []
@@ -197,7 +197,7 @@ class Results:
 
         import pandas as pd
 
-        from bench import stats
+        from bench.report import stats
 
         self._check_split(split)
         by_arm: dict[tuple[str, str], dict[int, str]] = {}
@@ -238,7 +238,7 @@ class Results:
 
     def table(self, format: str = "md", metrics: Iterable[str] | None = None, split: str = "test") -> str:
         """mean ± std over seeds per (dataset, protocol, model) as md, csv or latex text."""
-        from bench.tables import DEFAULT_METRICS, render, summary
+        from bench.report.console import DEFAULT_METRICS, render, summary
 
         self._check_split(split)
         return render(summary(self.records, tuple(metrics or DEFAULT_METRICS), split), format)
@@ -262,8 +262,8 @@ class Store:
         suite at a budget (finding a suite's cells reads its datasets from the data root)."""
         wanted = None
         if suite is not None:
-            from bench.runner import run_hash
-            from bench.suites import cells, load_suite
+            from bench.engine.runner import run_hash
+            from bench.experiment.suites import cells, load_suite
 
             s = load_suite(suite)
             wanted = {run_hash(c.spec(s.protocol), self.env) for c in cells(s, budget)}

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from bench.evaluator import evaluate
-from bench.metrics import TIE_POLICIES
+from bench.engine.evaluator import evaluate
+from bench.engine.metrics import TIE_POLICIES
+from bench.engine.runner import RunEnv, train_stages
+from bench.engine.spec import build_spec, parse_overrides
 from bench.paths import bench_home, data_root
 from bench.progress import Reporter
-from bench.runner import RunEnv, train_stages
-from bench.spec import build_spec, parse_overrides
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     with Reporter(interactive=False) as reporter:
         env = RunEnv(data_root(), bench_home(), reporter)
 
-        from bench.model import get_model_class
+        from bench.nn.model import get_model_class
 
         cls = get_model_class(a.model)
         original = cls.loss

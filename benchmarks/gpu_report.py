@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from bench.evaluator import EvalConfig, evaluate
-from bench.model import ModelContext, get_model_class
+from bench.engine.evaluator import EvalConfig, evaluate
+from bench.engine.provenance import hardware
+from bench.engine.runner import RunEnv
+from bench.engine.seeding import seed_everything
+from bench.engine.spec import build_spec
+from bench.engine.trainer import fit
+from bench.nn.model import ModelContext, get_model_class
 from bench.paths import bench_home, data_root
-from bench.provenance import hardware
-from bench.runner import RunEnv
-from bench.seeding import seed_everything
-from bench.spec import build_spec
-from bench.trainer import fit
 
 
 def measure(env: RunEnv, model: str, device: str, users: int | None, epochs: int) -> dict:

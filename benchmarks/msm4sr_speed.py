@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class _Clock:
-    """Stands in for the `time` module inside bench.trainer: fit() still sees wall time, and the
+    """Stands in for the `time` module inside bench.engine.trainer: fit() still sees wall time, and the
     process CPU time at each of its clock reads is recorded beside it (two reads per epoch)."""
 
     def __init__(self):
@@ -49,13 +49,13 @@ def _train_worker(a: dict) -> dict:
     import torch
 
     torch.set_num_threads(a["threads"])
-    import bench.trainer
-    from bench.evaluator import evaluate
-    from bench.runner import RunEnv, train_stages
-    from bench.spec import build_spec
+    import bench.engine.trainer
+    from bench.engine.evaluator import evaluate
+    from bench.engine.runner import RunEnv, train_stages
+    from bench.engine.spec import build_spec
 
     clock = _Clock()
-    bench.trainer.time = clock
+    bench.engine.trainer.time = clock
     if a.get("reference"):  # this tree without msm4sr.fast: padded per-modality encoder, torch's dropout
         import torch.nn.functional as F
 

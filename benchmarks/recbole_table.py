@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.engine.runner import RunEnv
+from bench.experiment.suites import load_suite
 from bench.paths import bench_home, data_root
-from bench.report import build_table, provenance_header
-from bench.runner import RunEnv
-from bench.suites import load_suite
+from bench.report.tables import build_table, provenance_header
 
 OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec"}
 METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50"]

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import torch
 
-import bench.softmax_ce
-from bench.batching import iterate_batches, make_rows
+import bench.nn.softmax_ce
 from bench.data.dataset import from_sequences
-from bench.evaluator import EvalConfig, evaluate
-from bench.model import ModelContext, get_model_class
+from bench.engine.batching import iterate_batches, make_rows
+from bench.engine.evaluator import EvalConfig, evaluate
+from bench.nn.model import ModelContext, get_model_class
 from protocols import PROTOCOLS
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--dense-ce", action="store_true", help="hold all logits at once (the pre-chunking loss)")
     a = ap.parse_args()
     if a.dense_ce:
-        bench.softmax_ce.MAX_DENSE_LOGITS = 2**62
+        bench.nn.softmax_ce.MAX_DENSE_LOGITS = 2**62
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 21, a.users)
     popularity = rng.zipf(1.2, a.items * 4) % a.items + 1  # skewed item draws

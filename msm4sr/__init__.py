@@ -1,6 +1,6 @@
 """MSM4SR (MP4SR): multimodal pre-training for sequential recommendation.
 
-Importing the package registers the model "msm4sr" in bench.model.MODELS.
+Importing the package registers the model "msm4sr" in bench.nn.model.MODELS.
 """
 
 from msm4sr import model  # noqa: F401

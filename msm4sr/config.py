@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from bench.features.inputs import FeatureInputs
-from bench.model import ModelConfig
+from bench.nn.model import ModelConfig
 
 
 class MSM4SRConfig(FeatureInputs, ModelConfig):

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.transformer import SequenceTransformer, init_weights
 from bench.errors import BenchError
-from bench.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
-from bench.softmax_ce import class_table
+from bench.nn.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
+from bench.nn.softmax_ce import class_table
+from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr import fast
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig

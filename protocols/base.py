@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.registry import Registry
 
 if TYPE_CHECKING:
-    from bench.model import ModelConfig
+    from bench.nn.model import ModelConfig
 
 
 @dataclass

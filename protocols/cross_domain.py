@@ -22,7 +22,7 @@ from protocols.base import PROTOCOLS, Protocol, Split
 from protocols.leave_one_out import LeaveOneOut, LeaveOneOutConfig
 
 if TYPE_CHECKING:
-    from bench.model import ModelConfig
+    from bench.nn.model import ModelConfig
 
 MODES = ("transductive", "inductive", "zero_shot")
 

@@ -12,10 +12,10 @@ from torch import nn
 
 import baselines.fdsa  # noqa: F401
 import baselines.sasrecm  # noqa: F401
-from bench.batching import make_rows
+from bench.engine.batching import make_rows
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
-from bench.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import MODELS, ModelContext, get_model_class
 from protocols.base import TrainSequences
 
 N_ITEMS = 40
@@ -44,7 +44,7 @@ def make(name: str, feats: ItemFeatures | None = None, seed: int = 0, **cfg):
 
 
 def train_rows(model, users: int = 24, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Packed rows (bench.batching) of learnable sequences: each item is followed by item % N + 1."""
+    """Packed rows (bench.engine.batching) of learnable sequences: each item is followed by item % N + 1."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(3, MAX_LEN + 2, users)
     seqs = [(rng.integers(0, N_ITEMS) + np.arange(n)) % N_ITEMS + 1 for n in lengths]

@@ -11,9 +11,9 @@ import pytest
 import torch
 from helpers import fit_steps
 
-from bench.batching import make_rows
+from bench.engine.batching import make_rows
 from bench.features.item_features import ItemFeatures
-from bench.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import MODELS, ModelContext, get_model_class
 from protocols import PROTOCOLS
 from protocols.base import TrainSequences
 

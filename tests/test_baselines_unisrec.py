@@ -12,9 +12,9 @@ from helpers import random_prefix_batch
 
 import baselines.unisrec  # noqa: F401
 from baselines.unisrec import ParametricWhiteningMoE, UniSRec, UniSRecConfig
+from bench.engine.trainer import TrainerConfig, make_optimizer
 from bench.features.item_features import ItemFeatures
-from bench.model import MODELS, ModelContext, get_model_class
-from bench.trainer import TrainerConfig, make_optimizer
+from bench.nn.model import MODELS, ModelContext, get_model_class
 
 MAX_LEN = 8
 DIM = 16
@@ -351,8 +351,8 @@ def test_transductive_transfer_to_a_dataset_with_more_items():
 
 def test_both_stages_run_through_the_trainer(small_split):
     """pretrain (prefix rows, bucketed) -> transfer -> fine-tune (packed rows) with the real loop."""
-    from bench.evaluator import EvalConfig
-    from bench.trainer import fit
+    from bench.engine.evaluator import EvalConfig
+    from bench.engine.trainer import fit
 
     n = small_split.n_items
     feats = ItemFeatures.random(n, dim=DIM, seed=0)

@@ -1,4 +1,4 @@
-"""Per-model training needs and budget limits (bench/budgets.py), and the baseline switches of
+"""Per-model training needs and budget limits (bench/engine/budgets.py), and the baseline switches of
 issue 22 (GRU4Rec's padding class, DuoRec's same-target masking) on planted cases."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import torch.nn.functional as F
 import yaml
 
 from baselines.seqops import nt_xent
-from bench.budgets import declared_need, training_limits
+from bench.engine.budgets import declared_need, training_limits
+from bench.engine.spec import build_spec
+from bench.engine.trainer import TrainerConfig
 from bench.errors import BenchError
-from bench.model import MODELS, ModelContext, get_model_class, load_model_packages
-from bench.spec import build_spec
-from bench.suites import cells, load_suite
-from bench.trainer import TrainerConfig
+from bench.experiment.suites import cells, load_suite
+from bench.nn.model import MODELS, ModelContext, get_model_class, load_model_packages
 
 CPU = {"*": {"epochs_cap": 50, "patience_cap": 5}, "pretrain": {"epochs_cap": 30, "patience_cap": 5}}
 

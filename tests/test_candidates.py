@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.candidates import build_candidates, load_or_build, parse_spec, sampled_ranks
+from bench.engine.candidates import build_candidates, load_or_build, parse_spec, sampled_ranks
+from bench.engine.metrics import target_ranks
 from bench.errors import BenchError
-from bench.metrics import target_ranks
 
 
 @pytest.fixture(scope="module")

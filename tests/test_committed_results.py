@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.main import app
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 HEADER = re.compile(r"\A<!--.*?-->\n", re.S)

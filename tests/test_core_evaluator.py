@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.engine.evaluator import EvalConfig, evaluate
+from bench.engine.metrics import target_ranks
 from bench.errors import BenchError
-from bench.evaluator import EvalConfig, evaluate
-from bench.metrics import target_ranks
 
 
 class FixedScores(torch.nn.Module):

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.batching import packed_rows, prefix_rows
 from bench.data.dataset import from_sequences
+from bench.engine.batching import packed_rows, prefix_rows
 from bench.errors import BenchError
 from protocols import PROTOCOLS
 
@@ -81,7 +81,7 @@ def test_future_training_event_is_refused():
 def test_batches_cover_every_row_once(small_split, bucket):
     import torch
 
-    from bench.batching import iterate_batches, make_rows
+    from bench.engine.batching import iterate_batches, make_rows
 
     inp, tgt = make_rows(small_split.train, 20, "prefix")
     seen = []

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from bench.engine.spec import build_spec, parse_overrides
+from bench.engine.store import ResultStore, RunBusy
 from bench.errors import BenchError
-from bench.spec import build_spec, parse_overrides
-from bench.store import ResultStore, RunBusy
 
 
 def test_overrides_resolve_into_typed_configs():
@@ -76,7 +76,7 @@ def test_waiting_claim_blocks_until_the_other_process_releases(tmp_path):
     store = ResultStore(tmp_path)
     folder = store.stage_dir("s")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from bench.store import ResultStore\n"
+        "import sys, time; from pathlib import Path; from bench.engine.store import ResultStore\n"
         f"s = ResultStore(Path({str(tmp_path)!r}))\n"
         "with s.claim(s.stage_dir('s')):\n    print('held', flush=True); time.sleep(2)\n")],
         stdout=subprocess.PIPE, text=True)

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from bench import sealed
-from bench.batching import make_rows, n_batches
+from bench.engine.batching import make_rows, n_batches
+from bench.engine.evaluator import EvalConfig
+from bench.engine.seeding import seed_everything
+from bench.engine.trainer import TrainerConfig, fit
 from bench.errors import BenchError
-from bench.evaluator import EvalConfig
-from bench.model import ModelContext, get_model_class
-from bench.seeding import seed_everything
-from bench.trainer import TrainerConfig, fit
+from bench.nn.model import ModelContext, get_model_class
 
 
 def make_sasrec(split, seed=0, **cfg):

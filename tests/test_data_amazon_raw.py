@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.cli.data import list_datasets
 from bench.data.amazon_raw import read_amazon_raw
 from bench.data.catalog import load_dataset
-from bench.data.cli_commands import list_datasets
 from bench.data.interaction_log import InteractionLog, k_core_mask, keep_last
 from bench.data.user_datasets import add_raw_dataset
 from bench.errors import BenchError

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from bench.cli.data import list_datasets
 from bench.data.catalog import load_dataset
-from bench.data.cli_commands import list_datasets
 from bench.data.lcrec import match_by_title
 from bench.data.scientific import clip_feature_rows
 from bench.data.text_segments import assemble_segments, normalise_title, split_sentences, split_unisrec_text

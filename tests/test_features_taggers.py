@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from bench.cli.data import show_keywords
 from bench.data.catalog import load_dataset
-from bench.data.cli_commands import show_keywords
 from bench.data.dataset import from_sequences
 from bench.errors import BenchError
 from bench.features.taggers import TAGGERS, make_tagger

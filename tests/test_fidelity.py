@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.batching import iterate_batches
 from bench.data.dataset import from_sequences
 from bench.data.transforms import DataConfig, apply_data_options
+from bench.engine.batching import iterate_batches
+from bench.engine.metrics import expected_metrics, per_user_metrics
+from bench.engine.spec import build_spec
 from bench.errors import BenchError
-from bench.metrics import expected_metrics, per_user_metrics
-from bench.report import capped_stages
-from bench.spec import build_spec
+from bench.report.tables import capped_stages
 from msm4sr.augment import sequence_dropout
 
 # ------------------------------------------------------------------ sequence dropout
@@ -141,7 +141,7 @@ def test_authors_code_preset_sets_every_quirk_and_explicit_values_win():
 
 
 def test_each_seed_pretrains_on_its_own_unless_shared():
-    from bench.runner import stage_seed
+    from bench.engine.runner import stage_seed
 
     for seed in (0, 3):
         own = build_spec("scientific_mm", "leave_one_out", "msm4sr", seed, {})
@@ -189,7 +189,7 @@ def test_average_ties_differ_from_the_mid_rank_where_it_matters():
 
 
 def test_evaluator_average_ties_through_a_model():
-    from bench.evaluator import EvalConfig, evaluate
+    from bench.engine.evaluator import EvalConfig, evaluate
     from protocols.base import EvalCases
 
     class Flat(torch.nn.Module):  # every item scores the same: rank uniform on 1..n

@@ -30,17 +30,17 @@ from safetensors.torch import save as st_save
 
 from bench import sealed
 from bench.atomic import write_json
-from bench.candidates import load_or_build
 from bench.data.catalog import build_cached, input_checksums, read_memo
 from bench.data.dataset import from_sequences
 from bench.data.user_datasets import load_user_dataset, registry_path
+from bench.engine.candidates import load_or_build
+from bench.engine.spec import build_spec, parse_overrides
+from bench.engine.store import ResultStore
+from bench.engine.trainer import FitResult, resume, write_checkpoint
 from bench.errors import BenchError, DamagedFile
 from bench.features.item_features import ItemFeatures
 from bench.features.store import _cached_store, save_store
 from bench.features.string_cache import read_vectors, write_vectors
-from bench.spec import build_spec, parse_overrides
-from bench.store import ResultStore
-from bench.trainer import FitResult, resume, write_checkpoint
 from protocols.base import EvalCases
 
 CORRUPTIONS = ("truncated", "emptied", "garbage", "tampered")
@@ -137,7 +137,7 @@ def make_checkpoint(tmp: Path):
     gen = torch.Generator().manual_seed(1)
     write_checkpoint(path, {"epoch": 2, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "result": FitResult(1, 0.5, [{"epoch": 0, "loss": 1.0}]), "best_state": None,
-                            "bad_epochs": 0, "rng": __import__("bench.seeding").seeding.rng_state(),
+                            "bad_epochs": 0, "rng": __import__("bench.engine.seeding").engine.seeding.rng_state(),
                             "data_order": gen.get_state()})
 
     def read():
@@ -367,10 +367,10 @@ def test_planted_payload_executes_nothing(name, tmp_path, capsys):
 
 
 def test_damaged_checkpoint_trains_exactly_like_a_fresh_run(small_split, tmp_path, capsys):
-    from bench.evaluator import EvalConfig
-    from bench.model import ModelContext, get_model_class
-    from bench.seeding import seed_everything
-    from bench.trainer import TrainerConfig, fit
+    from bench.engine.evaluator import EvalConfig
+    from bench.engine.seeding import seed_everything
+    from bench.engine.trainer import TrainerConfig, fit
+    from bench.nn.model import ModelContext, get_model_class
 
     def model():
         seed_everything(0)
@@ -446,7 +446,7 @@ def test_disk_full_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_sealed_round_trip_keeps_types_and_large_trees(tmp_path):
-    from bench.seeding import rng_state
+    from bench.engine.seeding import rng_state
 
     state = {"rng": rng_state(), 3: (1.5, float("-inf"), None), "$odd": [np.arange(4, dtype=np.uint32)],
              "texts": [["segment " * 20] * 3 for _ in range(3000)]}  # > 1 MiB: the tree goes into an entry
@@ -613,7 +613,7 @@ BAD_INPUTS = {
 
 
 def run_cli(args: list[str], home: Path, monkeypatch, capsys) -> tuple[int, str]:
-    from bench.cli import main
+    from bench.cli.main import main
 
     monkeypatch.setenv("BENCH_HOME", str(home))
     monkeypatch.setattr(sys, "argv", ["bench", *args])
@@ -662,7 +662,7 @@ def test_a_commands_exit_code_is_passed_on(tmp_path, monkeypatch, capsys):
     def not_deterministic(*args, **kwargs):
         raise typer.Exit(1)
 
-    monkeypatch.setattr("bench.determinism.check_determinism", not_deterministic)
+    monkeypatch.setattr("bench.engine.determinism.check_determinism", not_deterministic)
     code, _ = run_cli(["check", "determinism", "--set", "protocol.max_users=10"], tmp_path, monkeypatch, capsys)
     assert code == 1  # before: typer.Exit in standalone_mode=False came back as exit 0
 

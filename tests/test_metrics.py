@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.metrics import per_user_metrics, target_ranks
+from bench.engine.metrics import per_user_metrics, target_ranks
 
 
 def brute_rank(scores: np.ndarray, target: int, ties: str) -> float:

@@ -10,7 +10,7 @@ import torch
 from helpers import random_prefix_batch
 
 from bench.features.item_features import ItemFeatures
-from bench.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext, get_model_class
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, same_target_pairs
@@ -471,7 +471,7 @@ def test_losses_and_scores_hold_up_under_bf16_autocast():
 
 
 def test_trainer_defaults_validate_and_pretraining_rejects_packed_rows():
-    from bench.trainer import TrainerConfig
+    from bench.engine.trainer import TrainerConfig
 
     cls = get_model_class("msm4sr")
     for stage in cls.stages:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bench.data.dataset import from_sequences
+from bench.data.export_mp4sr import INTER_HEADER, export_mp4sr, read_inter
 from bench.features.item_features import ItemFeatures
-from msm4sr.export import INTER_HEADER, export_mp4sr, read_inter
 
 
 def _toy(timestamps: bool):

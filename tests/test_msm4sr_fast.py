@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.transformer import SequenceTransformer, init_weights
-from bench.batching import make_rows
+from bench.engine.batching import make_rows
 from bench.features.item_features import ItemFeatures
-from bench.model import ModelContext
+from bench.nn.model import ModelContext
+from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr import fast
 from msm4sr.config import MSM4SRConfig
 from msm4sr.model import MSM4SR

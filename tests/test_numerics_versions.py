@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.batching import make_rows
+from bench.engine.batching import make_rows
 from bench.features.item_features import ItemFeatures
-from bench.model import MODELS, ModelContext, get_model_class, load_model_packages
+from bench.nn.model import MODELS, ModelContext, get_model_class, load_model_packages
 from protocols.base import TrainSequences
 
 FILE = Path(__file__).with_name("numerics_fingerprints.json")

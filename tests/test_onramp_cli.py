@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from bench.api import select_metrics
-from bench.config_show import config_tables
+from bench.cli.config_show import config_tables
+from bench.engine.spec import parse_value
 from bench.errors import BenchError
-from bench.spec import parse_value
 
 
 def bench_cli(*args, home, **kw):
@@ -26,7 +26,7 @@ def bench_cli(*args, home, **kw):
 def test_data_help_lists_every_subcommand_and_config_show():
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.main import app
 
     runner = CliRunner()
     out = runner.invoke(app, ["data", "--help"], terminal_width=200).output
@@ -62,7 +62,7 @@ def test_metrics_selection():
 def test_run_refuses_bad_metrics_before_running(tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.main import app
 
     result = CliRunner().invoke(app, ["run", "--models", "pop", "--metrics", "AUC", "--data-root", str(tmp_path / "none"),
                                       "--home", str(tmp_path)])
@@ -71,7 +71,7 @@ def test_run_refuses_bad_metrics_before_running(tmp_path):
 
 
 def test_perf_checks_the_recbole_python_first(tmp_path):
-    from bench.perf import check_recbole_python
+    from bench.experiment.perf import check_recbole_python
 
     with pytest.raises(BenchError, match="no such file"):
         check_recbole_python(str(tmp_path / "nope"))
@@ -86,9 +86,9 @@ def test_perf_checks_the_recbole_python_first(tmp_path):
 
 
 def test_default_budget_is_the_one_with_complete_cells(tmp_path, capsys):
-    from bench.cli_experiments import default_budget
-    from bench.runner import RunEnv
-    from bench.suites import cells, load_suite
+    from bench.cli.experiments import default_budget
+    from bench.engine.runner import RunEnv
+    from bench.experiment.suites import cells, load_suite
 
     suite = load_suite("main")
     env = RunEnv(tmp_path / "no-data", tmp_path / "home")
@@ -110,8 +110,8 @@ def test_bracketed_words_are_a_list():
 
 def test_missing_extras_name_the_extra(monkeypatch):
     from baselines import vq_codes
+    from bench.experiment.tuning import with_installed_driver
     from bench.features.taggers import EfficientNetTagger
-    from bench.tuning import with_installed_driver
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
     with pytest.raises(BenchError, match=r"msm4sr-bench\[vqrec\]"):
@@ -126,7 +126,7 @@ def test_missing_extras_name_the_extra(monkeypatch):
 
 def test_text_only_model_on_imageless_data_says_so_once(monkeypatch, tmp_path):
     from bench.data.dataset import from_sequences
-    from bench.runner import RunEnv
+    from bench.engine.runner import RunEnv
 
     said = []
 

@@ -140,8 +140,8 @@ def test_item_new_items_keep_their_initial_embeddings(scientific, item_split):
     import torch
     from helpers import fit_steps
 
-    from bench.batching import make_rows
-    from bench.model import ModelContext, get_model_class
+    from bench.engine.batching import make_rows
+    from bench.nn.model import ModelContext, get_model_class
 
     protocol, split = item_split
     cold = torch.as_tensor(protocol.cold_items(scientific))
@@ -162,7 +162,7 @@ def test_item_new_items_keep_their_initial_embeddings(scientific, item_split):
 
 
 def test_a_model_whose_loss_uses_every_item_refuses_the_strict_item_split(scientific, item_split):
-    from bench.model import ModelContext, get_model_class
+    from bench.nn.model import ModelContext, get_model_class
 
     _, split = item_split
     ctx = ModelContext(scientific.n_items, 50, split.train.item_counts(scientific.n_items),

@@ -6,10 +6,10 @@ import torch
 
 from bench.data.catalog import load_dataset
 from bench.data.merge import merge_datasets, merge_features, same_feature_space
+from bench.engine.runner import RunEnv, execute
+from bench.engine.spec import build_spec, parse_overrides
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
-from bench.runner import RunEnv, execute
-from bench.spec import build_spec, parse_overrides
 
 
 def test_merge_keeps_domains_apart(scientific, data_root, cache):

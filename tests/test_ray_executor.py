@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import yaml
 
+from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.runner import RunEnv, run_hash
-from bench.suites import cells, load_suite, run_suite
+from bench.experiment.suites import cells, load_suite, run_suite
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1, "sasrec.layers": 1,
         "sasrec.hidden": 32}
@@ -163,8 +163,8 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 150) -> str:
 
 
 def executions(node: Node, home: Path) -> list[dict]:
-    from bench.workers import executions as read
-    from bench.workers import scratch_path
+    from bench.experiment.workers import executions as read
+    from bench.experiment.workers import scratch_path
 
     return read(scratch_path(str(home), node.scratch))
 
@@ -277,8 +277,8 @@ def test_a_worker_node_killed_mid_suite_loses_nothing(cluster, tmp_path, data_ro
 
 
 def test_longest_expected_cells_go_first():
-    from bench.executors import Cell, expected_costs
-    from bench.spec import build_spec
+    from bench.engine.spec import build_spec
+    from bench.experiment.executors import Cell, expected_costs
 
     specs = {m: build_spec("scientific", "leave_one_out", m, 0, {"trainer.epochs": 3, "protocol.max_users": 500})
              for m in ("pop", "sasrec", "duorec")}
@@ -292,7 +292,7 @@ def test_longest_expected_cells_go_first():
 
 
 def test_ray_options_from_the_command_line(monkeypatch):
-    from bench.cli_experiments import ray_options
+    from bench.cli.experiments import ray_options
 
     assert ray_options("sequential", 1, None, 1.0, 0.0, 3) is None
     with pytest.raises(BenchError, match="--executor"):

@@ -79,7 +79,7 @@ def test_determinism_check_reports_identical_hashes(data_root, tmp_path):
 
 def test_git_revision_is_the_senders_when_given(monkeypatch):
     """A tree copied to another machine may hold no .git or a stale one; BENCH_GIT_REVISION names it."""
-    from bench.provenance import git_revision
+    from bench.engine.provenance import git_revision
 
     monkeypatch.delenv("BENCH_GIT_REVISION", raising=False)
     local = git_revision()

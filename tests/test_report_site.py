@@ -13,13 +13,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.report import build_table
-from bench.runner import RunEnv, run_hash
-from bench.site.build import _pairwise_pvalues, build_site
-from bench.site.records import RecordsEnv, record_hash, stop_info, stopped_by_cap
-from bench.store import ResultStore
-from bench.suites import cells, load_suite, run_suite
+from bench.cli.main import app
+from bench.engine.runner import RunEnv, run_hash
+from bench.engine.store import ResultStore
+from bench.experiment.suites import cells, load_suite, run_suite
+from bench.report.site.build import _pairwise_pvalues, build_site
+from bench.report.site.records import RecordsEnv, record_hash, stop_info, stopped_by_cap
+from bench.report.tables import build_table
 
 SUITE = {
     "name": "tinysite", "title": "Tiny site", "datasets": ["scientific"], "models": ["pop", "sasrec"],
@@ -34,7 +34,7 @@ SUITE = {
 def tiny_home(tmp_path_factory, data_root, cache):
     """A home with real records: Pop and a 2-epoch SASRec, 2 seeds, on 200 Scientific users,
     plus a 2-trial `bench tune` study."""
-    from bench.tuning import tune
+    from bench.experiment.tuning import tune
 
     root = tmp_path_factory.mktemp("report-site")
     home = root / "home"
@@ -219,7 +219,7 @@ def test_runs_ls_and_show(tiny_home):
 
 
 def test_bad_input_is_one_clear_line(tiny_home, tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
 
     home = str(tiny_home["home"])
     for args, needle in ((["runs", "show", "zzzz"], "no run 'zzzz'"),

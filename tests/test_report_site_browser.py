@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_report_site import tiny_home  # noqa: F401  (the session fixture: a tiny real store)
 
-from bench.site.build import build_site
+from bench.report.site.build import build_site
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.softmax_ce import next_item_ce, softmax_ce
+from bench.nn.softmax_ce import next_item_ce, softmax_ce
 
 
 @pytest.mark.parametrize("n,c,chunk", [(37, 1000, 128), (5, 300, 300), (64, 777, 100)])

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from bench import stats
 from bench.errors import BenchError
+from bench.report import stats
 
 
 def fixed_pair(n=300, shift=0.05, seed=7):

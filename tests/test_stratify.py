@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from bench.engine.metrics import per_user_metrics
 from bench.errors import BenchError
-from bench.metrics import per_user_metrics
-from bench.stratify import POPULARITY_BUCKETS, item_popularity_buckets, parse_by, stratify, stratify_runs
+from bench.report.strata import POPULARITY_BUCKETS, item_popularity_buckets, parse_by, stratify, stratify_runs
 from protocols import PROTOCOLS
 
 

@@ -10,12 +10,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.cli import app
+from bench.cli.main import app
+from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.model import get_model_class
-from bench.report import build_table, render
-from bench.runner import RunEnv, run_hash
-from bench.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
+from bench.experiment.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
+from bench.nn.model import get_model_class
+from bench.report.tables import build_table, render
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1}
 
@@ -227,7 +227,7 @@ def test_plots_write_png_and_pdf(tmp_path, env):
 
 
 def test_figure_arms_look_distinct_and_shared_runs_are_drawn_once(tmp_path):
-    from bench.plots import arm_style, shared_arms
+    from bench.report.plots import arm_style, shared_arms
 
     suite = load_suite(str(write_suite(tmp_path, variations={"a": {}, "b": {"sasrec.dropout": 0.1}})))
     looks = {tuple(sorted(arm_style(suite, arm).items())) for arm in suite.arms()}
@@ -257,7 +257,7 @@ def test_tuned_params_apply_and_are_reported(tmp_path, env):
 
 
 def test_a_failing_cell_does_not_stop_the_others(tmp_path, env, monkeypatch):
-    import bench.runner as runner
+    import bench.engine.runner as runner
 
     real = runner._run
 
@@ -275,7 +275,7 @@ def test_a_failing_cell_does_not_stop_the_others(tmp_path, env, monkeypatch):
 
 
 def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
-    from bench.plots import stage_curves
+    from bench.report.plots import stage_curves
 
     path = write_suite(tmp_path, models=["sasrec"], metrics=["Recall@20"])
     suite = load_suite(str(path))
@@ -294,7 +294,7 @@ def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
 
 
 def test_run_cost_averages_seeds_per_stage():
-    from bench.report import run_cost
+    from bench.report.tables import run_cost
 
     recs = [{"parameters": 10, "best_epoch": b, "timings": {"total_s": 9.0, "pretrain": {"s_per_epoch": p},
                                                           "finetune": {"s_per_epoch": f}}}
@@ -320,7 +320,7 @@ def test_a_model_untouched_by_the_variations_is_shown_once(tmp_path, env):
 
 
 def test_caption_states_the_chance_recall_of_a_random_ranking():
-    from bench.report import SuiteTable, _chance_note
+    from bench.report.tables import SuiteTable, _chance_note
 
     suite = load_suite("cold_start_item")
     table = SuiteTable(suite, "cpu", [], [], "", n_items={"scientific": 4000})
@@ -330,7 +330,7 @@ def test_caption_states_the_chance_recall_of_a_random_ranking():
 
 
 def test_split_counts_are_the_definitions_counts_not_its_thresholds():
-    from bench.report import split_counts
+    from bench.report.tables import split_counts
 
     definition = {"protocol": "cold_start", "kind": "item", "cold_items": 438, "test_cases": 1822, "users": 8442,
                   "min_cases": 100, "max_users": None, "seed": 0, "item_fraction": 0.1, "candidates": None}
@@ -338,7 +338,7 @@ def test_split_counts_are_the_definitions_counts_not_its_thresholds():
 
 
 def test_curves_use_the_final_stage_although_records_sort_their_keys():
-    from bench.plots import final_stage
+    from bench.report.plots import final_stage
 
     assert final_stage("msm4sr", {"finetune": [], "pretrain": []}) == "finetune"
     assert final_stage("s3rec", {"finetune": [], "pretrain": []}) == "finetune"
@@ -347,7 +347,7 @@ def test_curves_use_the_final_stage_although_records_sort_their_keys():
 
 def test_zero_shot_runs_draw_no_validation_curve(tmp_path, monkeypatch):
     """A zero-shot run trained nothing on the target: its only history is the source's pre-training."""
-    import bench.plots as plots
+    import bench.report.plots as plots
 
     suite = load_suite("cross_domain")
     by_mode = {c.variation: c for c in cells(suite, "cpu") if c.model == "msm4sr" and c.dataset == "office"}
@@ -362,7 +362,7 @@ def test_zero_shot_runs_draw_no_validation_curve(tmp_path, monkeypatch):
 
 
 def test_table_says_which_rows_a_budget_trained_below_their_declared_need(tmp_path, env):
-    # one epoch for every model: BERT4Rec declares 200 (bench/budgets.py), Pop trains nothing
+    # one epoch for every model: BERT4Rec declares 200 (bench/engine/budgets.py), Pop trains nothing
     path = write_suite(tmp_path, models=["pop", "bert4rec"], metrics=["Recall@20"])
     suite = load_suite(str(path))
     save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})

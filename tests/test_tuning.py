@@ -14,9 +14,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bench.engine.runner import RunEnv
 from bench.errors import BenchError
-from bench.runner import RunEnv
-from bench.tuning import load_best, make_storage, search_space, tune, with_installed_driver
+from bench.experiment.tuning import load_best, make_storage, search_space, tune, with_installed_driver
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 2, "sasrec.layers": 1}
@@ -57,7 +57,7 @@ def test_tiny_study_selects_on_validation_and_writes_best(env):
 
 
 def test_interrupted_study_resumes(env, monkeypatch):
-    import bench.tuning as tuning
+    import bench.experiment.tuning as tuning
 
     real = tuning.validation_objective
     calls = {"n": 0}
@@ -83,7 +83,7 @@ def test_interrupted_study_resumes(env, monkeypatch):
 
 
 def test_reading_test_split_inside_tuning_raises(env, monkeypatch):
-    import bench.runner as trainer  # tuning trains through the runner's stage loop
+    import bench.engine.runner as trainer  # tuning trains through the runner's stage loop
 
     real_fit = trainer.fit
     seen = []
@@ -123,7 +123,7 @@ def test_pruner_stops_a_trial_after_its_first_epoch(env):
 def test_cli_tune_prints_best_params(env, tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.main import app
 
     out = tmp_path / "best.json"
     args = ["tune", "--model", "gru4rec", "--trials", "1", "--home", str(env.home), "--data-root",

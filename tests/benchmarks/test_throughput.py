@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.batching import iterate_batches, make_rows
 from bench.data.amazon_raw import read_amazon_raw
-from bench.evaluator import EvalConfig, evaluate
-from bench.model import ModelContext, get_model_class
-from bench.softmax_ce import softmax_ce
+from bench.engine.batching import iterate_batches, make_rows
+from bench.engine.evaluator import EvalConfig, evaluate
+from bench.nn.model import ModelContext, get_model_class
+from bench.nn.softmax_ce import softmax_ce
 from protocols import PROTOCOLS
 
 USERS = 2000

@@ -1,0 +1,1 @@
+"""The `bench` command line: commands only; each calls into the library."""

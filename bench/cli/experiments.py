@@ -1,0 +1,372 @@
+"""`bench tune`, `bench suite ...`, `bench table`, `bench plot`: the experiment commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from bench.errors import BenchError
+from bench.paths import bench_home, data_root
+
+DataRoot = typer.Option(None, "--data-root", help="Folder of raw datasets (else $BENCH_DATA_ROOT, else ../shared/data).")
+Home = typer.Option(None, "--home", help="Caches, results store and studies (else $BENCH_HOME, else ./.bench).")
+BudgetOpt = typer.Option("full", "--budget", help="full; cpu (capped epochs, every user); quick (fewer users, epochs, seeds).")
+ShownBudgetOpt = typer.Option(None, "--budget", help="full, cpu or quick (default: the one with the most complete "
+                              "cells in the store, full first on a tie).")
+
+ExecutorOpt = typer.Option("sequential", "--executor", help="sequential (this process) or ray (one Ray task per "
+                          "cell; a local cluster unless --address).")
+AddressOpt = typer.Option(None, "--address", help="Ray cluster to run on: auto, HOST:PORT or ray://HOST:10001 "
+                          "(implies --executor ray).")
+CpusOpt = typer.Option(1.0, "--cpus-per-cell", help="CPUs each cell reserves on Ray (its torch threads).")
+GpusOpt = typer.Option(0.0, "--gpus-per-cell", help="GPUs each cell reserves on Ray: 0.1 packs ten cells per GPU.")
+RetriesOpt = typer.Option(3, "--max-retries", help="Ray retries of a cell whose worker or node died.")
+
+suite_app = typer.Typer(no_args_is_help=True, help="Declarative experiment suites (bench/suites/*.yaml).")
+
+
+def _console():
+    from bench.cli.main import console
+
+    return console
+
+
+def _command_line() -> str:
+    return "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def tune(
+    model: str = typer.Option(..., help="Model name."),
+    dataset: str = typer.Option("scientific", help="Dataset name."),
+    protocol: str = typer.Option("leave_one_out", help="Protocol name."),
+    trials: int = typer.Option(None, help="Budget: finished (complete or pruned) trials in the study."),
+    timeout: float = typer.Option(None, help="Budget: wall-clock seconds for this invocation."),
+    storage: str = typer.Option(None, help="Optuna storage: journal:///file (default: <home>/tuning/optuna.journal), "
+                                           "sqlite:///file or postgresql://user@host:port/db."),
+    study_name: str = typer.Option(None, "--study-name", help="Default: <model>-<dataset>-<protocol>-<hash of --set>."),
+    set_: list[str] = typer.Option([], "--set", help="Fixed override for every trial, e.g. trainer.epochs=50."),
+    param: list[str] = typer.Option([], "--param", help="Extra search dimension, e.g. trainer.lr=loguniform:1e-4:1e-2."),
+    seed: int = typer.Option(0, help="Training seed of every trial, and the sampler's base seed."),
+    worker: int = typer.Option(0, help="Index of this worker when several share a study (distinct sampler seeds)."),
+    change_budget: bool = typer.Option(False, "--change-budget", help="Allow a budget different from the study's (recorded)."),
+    out: Path = typer.Option(None, help="Where to write the best parameters (default <home>/tuning/<study>.best.json)."),
+    seeds: int = typer.Option(0, help="After tuning, run the selected configuration with this many seeds (test evaluated)."),
+    executor: str = typer.Option("sequential", "--executor", help="sequential (this process) or ray (--workers "
+                                 "Optuna workers as Ray tasks sharing the study)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="With --executor ray: Optuna workers (worker indices "
+                                "--worker .. --worker+N-1)."),
+    address: str = AddressOpt,
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs each Ray worker reserves."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs each Ray worker reserves (0.25: four per GPU)."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Tune a model's hyper-parameters on the validation split (Optuna TPE + median pruning)."""
+    from bench.engine.runner import RunEnv
+    from bench.engine.spec import build_spec, parse_overrides
+    from bench.experiment.tuning import parse_param
+    from bench.experiment.tuning import tune as run_tune
+    from bench.progress import Reporter
+
+    console = _console()
+    extra = dict(parse_param(p) for p in param)
+    overrides = parse_overrides(set_)
+    ray_opts = ray_options(executor, 1, address, cpus_per_worker, gpus_per_worker, 3)
+    if workers > 1 and ray_opts is None:
+        raise BenchError("--workers N runs N Optuna workers on Ray: add --executor ray (or run `bench tune ... "
+                         "--worker K` in N shells against one --storage)")
+    with Reporter() as reporter:
+        env = RunEnv(data_root(data_root_), bench_home(home), reporter)
+        if ray_opts is not None:
+            from bench.experiment.executors import tune_on_ray
+
+            summary = tune_on_ray(model, dataset, protocol, env, workers, ray_opts, trials=trials, timeout_s=timeout,
+                                  storage=storage, study_name=study_name, overrides=overrides, extra_space=extra,
+                                  seed=seed, worker=worker, change_budget=change_budget, out=out)
+        else:
+            summary = run_tune(model, dataset, protocol, env, trials=trials, timeout_s=timeout, storage=storage,
+                               study_name=study_name, overrides=overrides, extra_space=extra, seed=seed,
+                               worker=worker, out=out, change_budget=change_budget)
+        console.print(f"study {summary['study']} ({summary['storage']}): trials {summary['trials']}, "
+                      f"budget {summary['budget']}")
+        console.print(f"best valid {summary['metric']} = {summary['best_value']:.4f} (trial {summary['best_trial']})")
+        console.print("best params:")
+        for k, v in summary["params"].items():
+            console.print(f"  {k} = {v}")
+        console.print(f"written to {summary['written_to']} (as --set: "
+                      + " ".join(f"{k}={v}" for k, v in summary["overrides"].items()) + ")")
+        if seeds:
+            from bench.experiment.executors import run_cells
+            from bench.report.console import rich_table
+            from bench.report.console import summary as table_summary
+
+            specs = [build_spec(dataset, protocol, model, s, summary["overrides"]) for s in range(seed, seed + seeds)]
+            done = run_cells(specs, env, executor="ray" if ray_opts else "sequential", ray_options=ray_opts)
+            if done.failed or done.busy:
+                raise BenchError(f"selected configuration: {len(done.failed)} seed run(s) failed, {len(done.busy)} "
+                                 "running elsewhere" + (f"; first: {done.failed[0][1]}" if done.failed else ""))
+            records = list(done.records.values())
+            console.print(rich_table(table_summary(records), f"selected configuration, {seeds} seeds (test)"))
+
+
+@suite_app.command("list")
+def suite_list() -> None:
+    """The suites in bench/suites/."""
+    from bench.experiment.suites import list_suites, load_suite
+
+    console = _console()
+    for name in list_suites():
+        s = load_suite(name)
+        console.print(f"{name:>14}: {s.title} — {len(s.all_variations())} variation(s) x {len(s.models)} model(s) "
+                      f"x {len(s.datasets)} dataset(s) x {len(s.seeds)} seed(s)")
+
+
+@suite_app.command("run")
+def suite_run(
+    name: str = typer.Argument(..., help="Suite name (bench/suites/NAME.yaml) or a YAML path."),
+    shard: str = typer.Option(None, help="k/N: run cells i with i % N == k-1 (e.g. one shard per machine)."),
+    budget: str = BudgetOpt,
+    force: bool = typer.Option(False, help="Re-run cells that are already complete."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells and their status; run nothing."),
+    models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
+    datasets: str = typer.Option(None, help="Comma-separated: only these datasets' cells."),
+    variations: str = typer.Option(None, help="Comma-separated: only these variations' cells."),
+    jobs: int = typer.Option(1, min=1, help="Cells at once on a local Ray cluster (--executor ray without "
+                             "--address); several share a GPU well. Needs the ray extra."),
+    executor: str = ExecutorOpt,
+    address: str = AddressOpt,
+    cpus_per_cell: float = CpusOpt,
+    gpus_per_cell: float = GpusOpt,
+    max_retries: int = RetriesOpt,
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Run the suite's cells whose records are missing."""
+    from bench.engine.runner import RunEnv, run_hash
+    from bench.experiment.suites import budget_label, load_suite, parse_shard, run_suite, select
+    from bench.progress import Reporter
+
+    console = _console()
+    suite = load_suite(name)
+    k_n = parse_shard(shard)
+    filters = {"models": models, "datasets": datasets, "variations": variations}
+    picked = {option: _names(value) for option, value in filters.items()}
+    label = budget_label(budget)
+    ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
+    with Reporter() as reporter:
+        env = RunEnv(data_root(data_root_), bench_home(home), reporter)
+        if dry_run:
+            todo = select(suite, budget, k_n, **picked)
+            for c in todo:
+                key = run_hash(c.spec(suite.protocol), env)
+                state = "complete" if env.store.is_complete(key) else "missing"
+                console.print(f"{c.describe():>48}  {key}  {state}")
+            console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
+            return
+        if ray_opts is not None:
+            report = _run_suite_on_ray(suite, env, budget, k_n, force, picked, ray_opts)
+        else:
+            report = run_suite(suite, env, budget, k_n, force=force, **picked)
+        log_suite_run(env.home, suite.name, budget, k_n, report)
+    console.print(
+        f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
+        f"already complete {len(report.complete)}, busy elsewhere {len(report.busy)}, failed {len(report.failed)} "
+        f"in {report.seconds:.1f}s"
+    )
+    for key, err in report.failed:
+        console.print(f"  failed {key}: {err}")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def ray_options(executor: str, jobs: int, address: str | None, cpus_per_cell: float, gpus_per_cell: float,
+                max_retries: int):
+    """RayOptions when the command runs on Ray (--executor ray, --address or --jobs N > 1), else None."""
+    from bench.experiment.executors import EXECUTORS, RayOptions, import_ray
+
+    if executor not in EXECUTORS:
+        raise BenchError(f"--executor {executor!r}: valid: {', '.join(EXECUTORS)}")
+    if executor != "ray" and not address and jobs == 1:
+        return None
+    if address and jobs > 1:
+        raise BenchError("--jobs N sizes a local Ray cluster; with --address the cluster's resources decide")
+    import_ray()  # a clear message now if the extra is missing
+    opts = RayOptions(address=address, local_cpus=jobs if jobs > 1 else None, cpus_per_cell=cpus_per_cell,
+                      gpus_per_cell=gpus_per_cell, max_retries=max_retries)
+    opts.check()
+    return opts
+
+
+def _run_suite_on_ray(suite, env, budget, k_n, force, picked, opts):
+    """The selected cells as Ray tasks; a report with bench.experiment.suites.SuiteRunReport's fields."""
+    from bench.experiment.executors import run_cells
+    from bench.experiment.suites import select
+
+    todo = select(suite, budget, k_n, **picked)
+    env.reporter.info(f"suite {suite.name} ({budget} budget), shard {k_n[0]}/{k_n[1]}: {len(todo)} cells on Ray "
+                      f"({opts.address or 'local cluster'})")
+    return run_cells([c.spec(suite.protocol) for c in todo], env, executor="ray", force=force,
+                     labels=[c.describe() for c in todo], ray_options=opts)
+
+
+def log_suite_run(home: Path, suite: str, budget: str, k_n: tuple[int, int], report) -> None:
+    """Append this invocation (command, counts, wall time) to <home>/suite_runs.jsonl."""
+    import datetime as dt
+
+    from bench.engine.provenance import git_revision, hardware
+
+    entry = {
+        "suite": suite, "budget": budget, "shard": f"{k_n[0]}/{k_n[1]}", "command": _command_line(),
+        "executed": len(report.executed), "already_complete": len(report.complete), "busy": len(report.busy),
+        "failed": len(report.failed), "wall_s": round(report.seconds, 1), "git_revision": git_revision(),
+        "cpu": hardware()["cpu"], "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "suite_runs.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def suite_run_history(home: Path, suite: str, budget: str) -> list[dict]:
+    path = home / "suite_runs.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("suite") == suite and entry.get("budget") == budget:
+            out.append(entry)
+    return out
+
+
+def table(
+    name: str = typer.Argument(..., help="Suite name or YAML path."),
+    fmt: str = typer.Option("md", "--format", help="md, latex or csv."),
+    budget: str = ShownBudgetOpt,
+    out: Path = typer.Option(None, help="Write here (with a provenance header) instead of printing."),
+    sidecar: Path = typer.Option(None, help="Cell -> run-hash map (default: OUT.cells.json, "
+                                            "else <home>/tables/<suite>-<budget>.cells.json)."),
+    save_records: Path = typer.Option(None, help="Also copy the records behind the table (spec, provenance, "
+                                                 "curves, per-user metrics; no weights) into this home, "
+                                                 "e.g. results: `--home results` then re-renders it."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Render a suite's table: mean ± std over seeds, best bold, second underlined, † vs the reference."""
+    from bench.atomic import write_json
+    from bench.engine.runner import RunEnv
+    from bench.experiment.suites import load_suite
+    from bench.report.tables import build_table, provenance_header, render
+
+    console = _console()
+    suite = load_suite(name)
+    env = RunEnv(data_root(data_root_), bench_home(home))
+    budget = budget or default_budget(suite, env)
+    result = build_table(suite, env, budget)
+    if not any(r.n_done for r in result.rows):
+        raise BenchError(f"suite {suite.name} ({budget} budget): no complete run in the store; "
+                         f"run `bench suite run {name} --budget {budget}` first")
+    text = render(result, fmt)
+    if save_records:
+        from bench.paths import store_dir
+        from bench.report.tables import export_records
+
+        n = export_records(result, env.store, store_dir(save_records))
+        console.print(f"{n} records copied to {store_dir(save_records)}")
+    side = sidecar or (Path(f"{out}.cells.json") if out else bench_home(home) / "tables" / f"{suite.name}-{budget}.cells.json")
+    try:
+        side.parent.mkdir(parents=True, exist_ok=True)
+        write_json(side, {**result.sidecar(), "command": _command_line()})
+    except (BenchError, OSError) as exc:  # e.g. a read-only home: the table is still shown
+        from bench.errors import warn
+
+        warn(f"cell -> run map not written ({exc})")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runs = [f"{e['command']} -> executed {e['executed']}, already complete {e['already_complete']}, "
+                f"failed {e['failed']} in {e['wall_s']}s ({e['finished_at']}, {e['git_revision']})"
+                for e in suite_run_history(bench_home(home), suite.name, budget)]
+        out.write_text(provenance_header(fmt, _command_line(), runs) + text)
+        console.print(f"table written to {out}; cells -> runs in {side}")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        typer.echo(f"cells -> runs: {side}", err=True)
+
+
+def plot(
+    name: str = typer.Argument(..., help="Suite name or YAML path."),
+    kind: str = typer.Option("all", help="curves (per-epoch validation), stages (loss and validation per stage "
+                             "of pre-trained models), sensitivity (sweeps), or all."),
+    budget: str = ShownBudgetOpt,
+    out_dir: Path = typer.Option(None, "--out-dir", help="Folder for the PNG and PDF files (default: "
+                                 "<home>/figures)."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Draw a suite's per-epoch validation curves and sensitivity curves (PNG and PDF)."""
+    from bench.engine.runner import RunEnv
+    from bench.experiment.suites import load_suite
+    from bench.report.plots import sensitivity_curves, stage_curves, validation_curves
+
+    if kind not in ("curves", "stages", "sensitivity", "all"):
+        raise BenchError(f"--kind {kind!r}: valid: curves, stages, sensitivity, all")
+    suite = load_suite(name)
+    env = RunEnv(data_root(data_root_), bench_home(home))
+    budget = budget or default_budget(suite, env)
+    out_dir = out_dir or env.home / "figures"  # never into the checkout unless asked
+    written = []
+    if kind in ("curves", "all"):
+        written += validation_curves(suite, env, budget, out_dir)
+    if kind in ("stages", "all"):
+        written += stage_curves(suite, env, budget, out_dir)
+    if kind in ("sensitivity", "all"):
+        written += sensitivity_curves(suite, env, budget, out_dir)
+    if not written:
+        raise BenchError(f"nothing to plot for suite {suite.name} ({budget} budget): no complete run"
+                         + (" or no sweep" if kind == "sensitivity" else ""))
+    console = _console()
+    for p in written:
+        console.print(f"wrote {p}")
+    manifest = out_dir / f"{suite.name}-{budget}-figures.json"
+    manifest.write_text(json.dumps({"command": _command_line(), "files": [str(p) for p in written]}, indent=1))
+
+
+def default_budget(suite, env) -> str:
+    """The budget with the most complete cells in the store (full, cpu, quick on ties), said on
+    stderr with the others' counts; an error naming the command to run when none has any."""
+    from bench.experiment.suites import BUDGETS, cells
+    from bench.hashing import hash_obj
+    from bench.report.tables import records_by_spec
+
+    index = records_by_spec(env.store)
+    counts = {}
+    for b in BUDGETS:
+        todo = cells(suite, b)
+        counts[b] = (sum(hash_obj(c.spec(suite.protocol).model_dump()) in index for c in todo), len(todo))
+    order = sorted(BUDGETS, key=lambda b: (-counts[b][0], ("full", "cpu", "quick").index(b)
+                                          if b in ("full", "cpu", "quick") else 9))
+    summary = ", ".join(f"{b} {done}/{n}" for b, (done, n) in counts.items())
+    if counts[order[0]][0] == 0:
+        raise BenchError(f"suite {suite.name}: no complete run at any budget ({summary} cells); run "
+                         f"`bench suite run {suite.name} --budget quick` (or cpu, full) first")
+    typer.echo(f"budget: {order[0]} (complete cells: {summary}; choose with --budget)", err=True)
+    return order[0]
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the experiment commands on the `bench` app."""
+    app.command("tune")(tune)
+    app.add_typer(suite_app, name="suite")
+    app.command("table")(table)
+    app.command("plot")(plot)

@@ -1,0 +1,1 @@
+"""Experiments: many specs -> records (suites, tuning, executors that run cells)."""

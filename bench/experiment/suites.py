@@ -1,0 +1,330 @@
+"""Declarative experiment suites: a base spec plus named variations, expanded into cells.
+
+A suite (bench/suites/<name>.yaml) names datasets, a protocol, models, seeds and overrides,
+plus named variations (each a set of overrides, e.g. an ablation switch) and/or sweeps (one key
+over a list of values, each value a variation). Cells are variation x model x dataset x seed,
+in that order; every cell is one run of the runner, stored under its run hash, so rerunning a
+suite only executes the cells whose record is missing and `--shard k/N` (cells i with
+i % N == k - 1) splits the work across machines writing to one store.
+
+Override precedence (later wins): suite overrides, the suite's per-dataset overrides (e.g. a
+cross-domain suite's source for each target), the suite's per-model overrides, tuned parameters
+(params_from), the variation, the budget's training limits (bench.engine.budgets: caps relative to each
+model's declared need), the budget's overrides, the budget's per-model ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.engine.budgets import StageLimit, check_rules, limit_overrides
+from bench.engine.spec import RunSpec, build_spec, first_error
+from bench.errors import BenchError
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+BUDGETS = ("quick", "cpu", "full")
+DEFAULT_METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"]
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] | None = None  # None: the suite's seeds
+    datasets: list[str] | None = None
+    # epochs/patience caps per stage ('*': every stage), relative to each model's declared need
+    # (bench.engine.budgets); applied before `overrides`, which still win
+    training: dict[str, StageLimit] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Significance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    test: Literal["ttest", "wilcoxon", "seed_ttest"] = "ttest"
+    correction: Literal["holm", "none"] = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    # the family a correction runs over: the reference vs every other row, separately for each
+    # (dataset, metric), or one family over every comparison of the table
+    family: Literal["per_dataset_metric", "table"] = "per_dataset_metric"
+
+
+class Reference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    variation: str | None = None
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    title: str
+    description: str = ""
+    protocol: str = "leave_one_out"
+    datasets: list[str]
+    models: list[str]
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    dataset_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # a path template ({model}, {dataset}, {protocol}) of `bench tune` summaries whose best
+    # params are applied; a missing file means the model's defaults (reported)
+    params_from: str | None = None
+    variations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sweeps: dict[str, list[Any]] = Field(default_factory=dict)  # key -> values, one variation each
+    reference: Reference | str | None = None
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    significance: Significance = Field(default_factory=Significance)
+    quick: Budget = Field(default_factory=Budget)
+    # a budget a 2-core CPU finishes in about an hour: every user, capped epochs and patience
+    cpu: Budget = Field(default_factory=Budget)
+    full: Budget = Field(default_factory=Budget)
+
+    @model_validator(mode="after")
+    def _check(self) -> Suite:
+        if not self.datasets or not self.models or not self.seeds:
+            raise ValueError("a suite needs at least one dataset, model and seed")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"models repeated: {self.models}")
+        stray = set(self.dataset_overrides) - set(self.datasets)
+        if stray:
+            raise ValueError(f"dataset_overrides name datasets the suite does not run: {sorted(stray)}")
+        clash = set(self.variations) & set(self.sweep_variations())
+        if clash:
+            raise ValueError(f"variation names clash with sweep values: {sorted(clash)}")
+        return self
+
+    # ------------------------------------------------------------ variations and arms
+
+    def sweep_variations(self) -> dict[str, tuple[str, Any]]:
+        """{variation name: (override key, value)} for every sweep value."""
+        return {f"{key.rsplit('.', 1)[-1]}={value}": (key, value) for key, values in self.sweeps.items()
+                for value in values}
+
+    def all_variations(self) -> dict[str, dict[str, Any]]:
+        out = dict(self.variations)
+        out.update({name: {key: value} for name, (key, value) in self.sweep_variations().items()})
+        return out or {"default": {}}
+
+    def arms(self) -> list[tuple[str, str]]:
+        """Table rows: (variation, model) pairs, variations outermost."""
+        return [(v, m) for v in self.all_variations() for m in self.models]
+
+    def reference_arm(self) -> tuple[str, str] | None:
+        if self.reference is None:
+            return None
+        ref = Reference(model=self.reference) if isinstance(self.reference, str) else self.reference
+        variations = list(self.all_variations())
+        model = ref.model or (self.models[0] if len(self.models) == 1 else None)
+        variation = ref.variation or (variations[0] if len(variations) == 1 else None)
+        if model not in self.models or variation not in variations:
+            raise BenchError(
+                f"suite {self.name}: reference {self.reference!r} must name one of the models {self.models} "
+                f"and (when there are several) one of the variations {variations}"
+            )
+        return variation, model
+
+    def arm_label(self, arm: tuple[str, str]) -> str:
+        from bench.nn.model import get_model_class
+
+        variation, model = arm
+        label = get_model_class(model).label or model
+        if len(self.all_variations()) == 1:
+            return label
+        if len(self.models) == 1:
+            return variation
+        return f"{label} [{variation}]"
+
+    def budget(self, name: str) -> Budget:
+        if name not in BUDGETS:
+            raise BenchError(f"unknown budget {name!r}; valid: {', '.join(BUDGETS)}")
+        budget = getattr(self, name)
+        check_rules(budget.training, f"suite {self.name}: {name}")
+        return budget
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    variation: str
+    model: str
+    dataset: str
+    seed: int
+    overrides: dict[str, Any] = field(hash=False, compare=False)
+    tuned_from: str | None = None
+
+    @property
+    def arm(self) -> tuple[str, str]:
+        return self.variation, self.model
+
+    def spec(self, protocol: str) -> RunSpec:
+        try:
+            return build_spec(self.dataset, protocol, self.model, self.seed, self.overrides)
+        except BenchError as exc:
+            raise BenchError(f"cell {self.describe()}: {exc}") from None
+
+    def describe(self) -> str:
+        return f"#{self.index} {self.variation} / {self.model} / {self.dataset} / seed {self.seed}"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def suite_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = SUITES_DIR / f"{name}.yaml"
+    if not path.exists():
+        from bench.registry import unknown_name_message
+
+        raise BenchError(unknown_name_message("suite", name, list_suites()))
+    return path
+
+
+def list_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name: str) -> Suite:
+    path = suite_path(name)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: a suite is a mapping (name, title, datasets, models, ...)")
+    try:
+        return Suite(**data)
+    except ValidationError as exc:
+        raise BenchError(f"{path}: {first_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- cells
+
+
+def tuned_params(suite: Suite, model: str, dataset: str) -> tuple[dict[str, Any], str | None]:
+    """The best params of a `bench tune` summary for (model, dataset), if the suite names one."""
+    if not suite.params_from:
+        return {}, None
+    path = Path(suite.params_from.format(model=model, dataset=dataset, protocol=suite.protocol))
+    if not path.exists():
+        return {}, None
+    from bench.experiment.tuning import load_best
+
+    return dict(load_best(path)["params"]), str(path)
+
+
+def cells(suite: Suite, budget: str = "full") -> list[Cell]:
+    """Every cell of the suite under a budget: variation x model x dataset x seed."""
+    b = suite.budget(budget)
+    seeds = b.seeds if b.seeds is not None else suite.seeds
+    datasets = b.datasets if b.datasets is not None else suite.datasets
+    out: list[Cell] = []
+    for variation, var_overrides in suite.all_variations().items():
+        for model in suite.models:
+            for dataset in datasets:
+                tuned, source = tuned_params(suite, model, dataset)
+                before = {
+                    **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
+                    **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
+                }
+                explicit = {**b.overrides, **b.model_overrides.get(model, {})}
+                overrides = {**before, **limit_overrides(model, b.training, before, explicit), **explicit}
+                for seed in seeds:
+                    out.append(Cell(len(out), variation, model, dataset, seed, overrides, source))
+    return out
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 1, 1
+    k, sep, n = text.partition("/")
+    try:
+        k_i, n_i = int(k), int(n)
+    except ValueError:
+        k_i, n_i = 0, 0
+    if not sep or n_i < 1 or not 1 <= k_i <= n_i:
+        raise BenchError(f"--shard {text!r}: expected k/N with 1 <= k <= N, e.g. 2/4")
+    return k_i, n_i
+
+
+def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
+    """The i-th cells of the list with i % n == k - 1 (k is 1-based)."""
+    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
+
+
+def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
+           models: list[str] | None = None, datasets: list[str] | None = None,
+           variations: list[str] | None = None) -> list[Cell]:
+    """This shard's cells, of the named models / datasets / variations only when given."""
+    todo = cells(suite, budget)
+    for option, wanted, field_ in (("models", models, "model"), ("datasets", datasets, "dataset"),
+                                   ("variations", variations, "variation")):
+        if not wanted:
+            continue
+        have = list(dict.fromkeys(getattr(c, field_) for c in todo))
+        unknown = sorted(set(wanted) - set(have))
+        if unknown:
+            raise BenchError(f"--{option} {','.join(unknown)}: not in suite {suite.name} at this budget "
+                             f"(its {option}: {', '.join(have)})")
+        todo = [c for c in todo if getattr(c, field_) in wanted]
+    return shard(todo, *shard_spec)
+
+
+def budget_label(budget: str) -> str:
+    return f"{budget} budget"
+
+
+@dataclass
+class SuiteRunReport:
+    executed: list[str] = field(default_factory=list)
+    complete: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
+              force: bool = False, models: list[str] | None = None,
+              datasets: list[str] | None = None, variations: list[str] | None = None) -> SuiteRunReport:
+    """Execute this shard's cells whose records are missing (all of them with force)."""
+    import time
+
+    from bench.engine.runner import execute, run_hash
+    from bench.engine.store import RunBusy
+
+    started = time.perf_counter()
+    report = SuiteRunReport()
+    todo = select(suite, budget, shard_spec, models, datasets, variations)
+    label = budget_label(budget)
+    env.reporter.info(f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}: {len(todo)} cells")
+    store = env.store
+    for cell in todo:
+        spec = cell.spec(suite.protocol)
+        key = run_hash(spec, env)
+        if not force and store.is_complete(key):
+            report.complete.append(key)
+            continue
+        try:
+            key, _, ran = execute(spec, env, force=force)
+        except RunBusy:
+            env.reporter.info(f"[{label}] {cell.describe()}: running in another process, skipped")
+            report.busy.append(key)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the others
+            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
+            env.reporter.info(f"[{label}] {cell.describe()}: FAILED: {message}")
+            if not isinstance(exc, BenchError):
+                import traceback
+
+                env.reporter.info(traceback.format_exc())
+            report.failed.append((key, f"{cell.describe()}: {message}"))
+            continue
+        (report.executed if ran else report.complete).append(key)
+        env.reporter.info(f"[{label}] {cell.describe()}: {'finished' if ran else 'already complete'} -> {key}")
+    report.seconds = time.perf_counter() - started
+    return report

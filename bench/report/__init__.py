@@ -1,0 +1,1 @@
+"""Reports built from records: tables, statistics, strata, figures and the static site."""

@@ -1,0 +1,580 @@
+"""A suite's results table: mean +- std over seeds, best bold, second underlined, and a mark
+on every row that differs significantly from the suite's reference (paired tests on per-user
+test metrics, corrected over the declared family), rendered as Markdown, LaTeX or CSV.
+
+Every table comes with a sidecar JSON that maps each (dataset, row, seed) to its run hash in the
+store, with the comparisons' statistics, so any number can be traced to its run record.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.engine.budgets import training_limits
+from bench.errors import BenchError
+from bench.experiment.suites import Suite, budget_label, cells
+from bench.hashing import canonical_json, hash_obj
+from bench.nn.model import get_model_class
+from bench.report import stats
+
+SIG_MARK = "†"
+
+
+@dataclass
+class Row:
+    dataset: str
+    arm: tuple[str, str]
+    label: str
+    seeds: dict[int, str | None]  # seed -> run hash when complete, else None
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, set] = field(default_factory=dict)  # metric -> {"best", "second", "sig"}
+    tuned_from: str | None = None
+    cost: dict[str, Any] = field(default_factory=dict)  # parameters, best epoch, s/epoch per stage
+    capped: int = 0  # seeds stopped by an epoch cap while still improving (capped_stages)
+    below_need: list[str] = field(default_factory=list)  # stages the budget trained below the model's declared need
+    distinct: int = 0  # seeds with distinct results (1 = every seed gave the same numbers)
+    shared_pretraining: bool = False  # an earlier stage shared by every seed (trainer.<stage>.shared_seed)
+    same_as: str | None = None  # the label of an earlier row with exactly these results
+    untested: bool = False  # judged on other test users than the reference: no paired test
+
+    @property
+    def n_done(self) -> int:
+        return sum(h is not None for h in self.seeds.values())
+
+
+@dataclass
+class SuiteTable:
+    suite: Suite
+    budget: str
+    rows: list[Row]
+    comparisons: list[dict]
+    caption: str
+    ties: str = "pessimistic"
+    n_items: dict[str, int] = field(default_factory=dict)  # dataset -> catalogue size (chance level)
+    split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> what the split affects
+    coverage: dict[str, dict] = field(default_factory=dict)  # dataset -> per modality: items, interactions
+    uses_images: bool = False
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.suite.metrics
+
+    def sidecar(self) -> dict:
+        return {
+            "suite": self.suite.name,
+            "title": self.suite.title,
+            "budget": self.budget,
+            "caption": self.caption,
+            "protocol": self.suite.protocol,
+            "metrics": self.metrics,
+            "significance": self.suite.significance.model_dump(),
+            "reference": list(self.suite.reference_arm() or []),
+            "cells": [
+                {
+                    "dataset": r.dataset, "variation": r.arm[0], "model": r.arm[1], "label": r.label,
+                    "tuned_from": r.tuned_from,
+                    "runs": {str(s): h for s, h in r.seeds.items()},
+                    "mean": r.means, "std": r.stds,
+                    "marks": {m: sorted(v) for m, v in r.marks.items()},
+                    "cost": r.cost, "capped_seeds": r.capped, "below_need": r.below_need, "distinct_runs": r.distinct,
+                    "shared_pretraining": r.shared_pretraining, "same_as": r.same_as, "untested": r.untested,
+                }
+                for r in self.rows
+            ],
+            "comparisons": self.comparisons,
+            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def capped_stages(record: dict) -> list[str]:
+    """Stages of a run that stopped at their epoch cap while still improving: the best epoch lies
+    within the patience window of the cap, so early stopping never had its say."""
+    out = []
+    for stage, history in record.get("history", {}).items():
+        cfg = record["spec"]["trainer"].get(stage, {})
+        metric, cap, patience = cfg.get("valid_metric"), cfg.get("epochs"), cfg.get("patience")
+        values = [h.get(metric) for h in history]
+        if not history or cap is None or None in values or len(history) < cap:
+            continue
+        best = int(np.argmax(values))  # the trainer keeps the first best epoch
+        if best >= cap - patience:
+            out.append(stage)
+    return out
+
+
+def records_by_spec(store) -> dict[str, list[tuple[str, dict]]]:
+    """Complete records indexed by the hash of their spec alone: a table finds its runs without
+    the raw data (a run hash also keys the dataset's content, which needs the files)."""
+    index: dict[str, list[tuple[str, dict]]] = {}
+    for key, record in store.records():
+        index.setdefault(hash_obj(record["spec"]), []).append((key, record))
+    return index
+
+
+def _find_run(cell_spec, index, env, data_ok: dict) -> tuple[str, dict | None]:
+    """(run hash, record or None) of a cell. With the raw data at hand the run hash decides (it
+    also keys the dataset's content); without it, the record of the same spec (the newest if
+    several: runs on different versions of the data)."""
+    found = index.get(hash_obj(cell_spec.model_dump()), [])
+    if data_ok.setdefault(cell_spec.dataset, True):
+        from bench.engine.runner import run_hash
+
+        try:
+            key = run_hash(cell_spec, env)
+            return key, next((r for k, r in found if k == key), None)
+        except BenchError:
+            data_ok[cell_spec.dataset] = False
+    if found:
+        return max(found, key=lambda kr: kr[1].get("provenance", {}).get("finished_at", ""))
+    return hash_obj(cell_spec.model_dump()), None
+
+
+def suite_records(suite: Suite, env, budget: str):
+    """(cell, run hash, record or None) of every cell of the suite at the budget."""
+    index, data_ok = records_by_spec(env.store), {}
+    for cell in cells(suite, budget):
+        key, record = _find_run(cell.spec(suite.protocol), index, env, data_ok)
+        yield cell, key, record
+
+
+def build_table(suite: Suite, env, budget: str = "full", split: str = "test") -> SuiteTable:
+    """Gather the suite's complete records from the store (records alone: no raw data needed)
+    and compute the marks."""
+    store = env.store
+    by_row: dict[tuple[str, tuple[str, str]], Row] = {}
+    records: dict[str, dict] = {}
+    run_keys: dict[int, list[str]] = {}  # id(row) -> its runs' hashes, complete or not
+    for cell, key, record in suite_records(suite, env, budget):
+        row = by_row.setdefault(
+            (cell.dataset, cell.arm),
+            Row(cell.dataset, cell.arm, suite.arm_label(cell.arm), {}, tuned_from=cell.tuned_from),
+        )
+        row.seeds[cell.seed] = key if record is not None else None
+        run_keys.setdefault(id(row), []).append(key)
+        if record is not None:
+            records[key] = record
+    # rows grouped by dataset, in the suite's order
+    datasets = list(dict.fromkeys(d for d, _ in by_row))
+    rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
+                          run_keys, records)
+    for row in rows:
+        done = [records[h] for h in row.seeds.values() if h is not None]
+        for m in suite.metrics:
+            vals = [r["metrics"][split][m] for r in done]
+            if vals:
+                row.means[m] = float(np.mean(vals))
+                row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            row.marks[m] = set()
+        row.cost = run_cost(done)
+        row.capped = sum(bool(capped_stages(r)) for r in done)
+        row.below_need = sorted({f"{st} {'/'.join(v['below_need'])}" for r in done
+                                 for st, v in training_limits(r["spec"]).items() if v["below_need"]})
+        # seeds that produced identical results (nothing seeded trained, e.g. zero-shot with a
+        # shared pre-training) are one run, not n runs with a spread of zero
+        row.distinct = len({canonical_json(r["metrics"][split]) for r in done})
+        row.shared_pretraining = any(t.get("shared_seed") for r in done
+                                     for st, t in r["spec"]["trainer"].items() if st in r.get("history", {})
+                                     and st != list(r["history"])[-1])
+    _mark_same_results(rows, records, split)
+    for d in datasets:
+        ds_rows = [r for r in rows if r.dataset == d and not r.same_as]
+        for m in suite.metrics:
+            _rank_marks(ds_rows, m)
+    comparisons = _significance(suite, [r for r in rows if not r.same_as], store, split)
+    ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
+    table = SuiteTable(suite, budget, rows, comparisons, "", ties)
+    one_per_dataset = {r["dataset"]["name"]: r for r in records.values() if "dataset" in r}  # one split each
+    table.n_items = {d: r["dataset"]["items"] for d, r in one_per_dataset.items()}
+    table.split_counts = {d: split_counts(r.get("protocol", {})) for d, r in one_per_dataset.items()}
+    table.coverage = {r["dataset"]["name"]: r["dataset"]["coverage"] for r in records.values()
+                      if r.get("dataset", {}).get("coverage") and _uses_images(r)}
+    table.uses_images = any(_uses_images(r) for r in records.values())
+    table.caption = caption(table)
+    return table
+
+
+def _uses_images(record: dict) -> bool:
+    return "image" in (record["spec"]["model_params"].get("modalities") or ())
+
+
+def _mark_same_results(rows: list[Row], records: dict[str, dict], split: str) -> None:
+    """A row whose every seed reproduces another row's results exactly trains the same model
+    (e.g. VQ-Rec has no ID table, so its inductive and transductive rows are one model): it is
+    marked as such and left out of the ranking and the tests."""
+    seen: dict[tuple, Row] = {}
+    for row in rows:
+        if not row.n_done or row.n_done < len(row.seeds):
+            continue
+        key = (row.dataset, tuple(canonical_json(records[h]["metrics"][split]) for _, h in sorted(row.seeds.items())))
+        if key in seen and seen[key].arm[1] == row.arm[1]:
+            row.same_as = seen[key].label
+        else:
+            seen.setdefault(key, row)
+
+
+def export_records(table: SuiteTable, store, dest_root) -> int:
+    """Copy each complete run's record and per-user arrays (nothing else: no weights, no
+    checkpoints) into the store at `dest_root`, for tables that others re-render."""
+    import shutil
+    from pathlib import Path
+
+    n = 0
+    for h in {h for r in table.rows for h in r.seeds.values() if h is not None}:
+        dest = Path(dest_root) / "runs" / h
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("record.json", "per_user.npz"):
+            shutil.copyfile(store.run_dir(h) / name, dest / name)
+        n += 1
+    return n
+
+
+def identical_runs(runs_of: dict[Any, tuple]) -> dict[Any, list[Any]]:
+    """First key -> every key with the same runs, in the given order: a model that no variation
+    touches (e.g. an ID-only model in a text vs text+image suite) runs the same specs in each."""
+    groups: dict[tuple, list] = {}
+    for key, runs in runs_of.items():
+        groups.setdefault(tuple(runs), []).append(key)
+    return {keys[0]: keys for keys in groups.values()}
+
+
+def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dict[str, dict]) -> list[Row]:
+    """Rows with identical runs shown once, under the label their runs give themselves (e.g.
+    "SASRec (CE) [target only]"), else the plain model label."""
+    out = []
+    for first, group in identical_runs({i: (r.dataset, *run_keys[id(r)]) for i, r in enumerate(rows)}).items():
+        row = rows[first]
+        if len(group) > 1:
+            labels = {records[h]["label"] for h in row.seeds.values() if h in records}
+            row.label = labels.pop() if len(labels) == 1 else get_model_class(row.arm[1]).label or row.arm[1]
+        out.append(row)
+    return out
+
+
+def run_cost(records: list[dict]) -> dict[str, Any]:
+    """Trainable parameters, mean best epoch (final stage) and mean s/epoch of each stage."""
+    if not records:
+        return {}
+    stages = [k for k, v in records[0].get("timings", {}).items() if isinstance(v, dict) and "s_per_epoch" in v]
+    best = [r["best_epoch"] for r in records if r.get("best_epoch") is not None]
+    return {
+        "parameters": records[0].get("parameters"),
+        "best_epoch": float(np.mean(best)) + 1 if best else None,  # 1-based, as epochs are counted
+        "s_per_epoch": {st: float(np.mean([r["timings"][st]["s_per_epoch"] for r in records])) for st in stages},
+        "machine": ", ".join(sorted({machine_label(r) for r in records})),
+    }
+
+
+def machine_label(record: dict) -> str:
+    """Where a run trained: the GPU's name, or the CPU and its torch threads (s/epoch depends on it)."""
+    hw = record.get("provenance", {}).get("hardware", {})
+    devices = {stage.get("device", "auto") for stage in record.get("spec", {}).get("trainer", {}).values()}
+    if hw.get("gpu") and devices != {"cpu"}:
+        return hw["gpu"]
+    threads = hw.get("torch_threads")
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else "CPU"
+
+
+def render_costs(table: SuiteTable) -> str:
+    """Markdown: what each row cost (the machine is in the records' provenance)."""
+    several = len({r.dataset for r in table.rows}) > 1
+    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | s/epoch | machine |",
+             "|" + ("---|" if several else "") + "---|---|---|---|---|"]
+    for r in table.rows:
+        c = r.cost
+        if not c:
+            continue
+        per_stage = ", ".join(f"{st} {v:.1f}" for st, v in c["s_per_epoch"].items()) or "—"
+        best = f"{c['best_epoch']:.1f}" if c["best_epoch"] is not None else "—"
+        params = f"{c['parameters']:,}" if c.get("parameters") is not None else "—"
+        lines.append("| " + (f"{r.dataset} | " if several else "") + f"{row_label(r)} | {params} | {best} | "
+                     f"{per_stage} | {c.get('machine') or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rank_marks(rows: list[Row], metric: str) -> None:
+    """Best (bold) and second best (underlined) by the mean as displayed (4 decimals)."""
+    shown = {id(r): round(r.means[metric], 4) for r in rows if metric in r.means}
+    distinct = sorted(set(shown.values()), reverse=True)
+    for r in rows:
+        if id(r) not in shown:
+            continue
+        if shown[id(r)] == distinct[0]:
+            r.marks[metric].add("best")
+        elif len(distinct) > 1 and shown[id(r)] == distinct[1]:
+            r.marks[metric].add("second")
+
+
+def _significance(suite: Suite, rows: list[Row], store, split: str) -> list[dict]:
+    ref_arm = suite.reference_arm()
+    if ref_arm is None:
+        return []
+    sig = suite.significance
+    cache: dict[str, dict] = {}
+
+    def per_user(h: str) -> dict:
+        if h not in cache:
+            cache[h] = store.per_user(h)[split]
+        return cache[h]
+
+    groups: dict[tuple, list[tuple[Row, stats.PairedComparison]]] = {}
+    for ref in (r for r in rows if r.arm == ref_arm and r.n_done):
+        for row in (r for r in rows if r.dataset == ref.dataset and r.arm != ref_arm and r.n_done):
+            for m in suite.metrics:
+                a = {s: per_user(h)[m] for s, h in ref.seeds.items() if h is not None}
+                b = {s: per_user(h)[m] for s, h in row.seeds.items() if h is not None}
+                if {len(v) for v in a.values()} != {len(v) for v in b.values()}:
+                    # other test users (e.g. data.dedup removed some): no paired test is possible
+                    row.untested = True
+                    continue
+                comp = stats.compare(a, b, metric=m, a=ref.label, b=row.label)
+                family = (ref.dataset, m) if sig.family == "per_dataset_metric" else ("table",)
+                groups.setdefault(family, []).append((row, comp))
+    out = []
+    for family, members in groups.items():
+        stats.correct_family([c for _, c in members], sig.correction)
+        for row, comp in members:
+            p = comp.p_adjusted[sig.test]
+            significant = not math.isnan(p) and p < sig.alpha
+            if significant:
+                row.marks[comp.metric].add("sig")
+            out.append({"dataset": row.dataset, "variation": row.arm[0], "model": row.arm[1],
+                        "family": list(family), "family_size": len(members), "significant": significant,
+                        **comp.to_dict()})
+    return out
+
+
+def caption(table: SuiteTable) -> str:
+    s = table.suite
+    seeds = sorted({len(r.seeds) for r in table.rows})
+    seed_text = "/".join(str(x) for x in seeds)
+    parts = [
+        f"{s.title} ({budget_label(table.budget)}).",
+        f"{', '.join(dict.fromkeys(r.dataset for r in table.rows))}; {s.protocol}, test split, full ranking "
+        f"({table.ties} ties); mean ± std over {seed_text} seeds.",
+        "Best in bold, second best underlined.",
+        *_chance_note(table),
+        *_split_note(table),
+    ]
+    ref = s.reference_arm()
+    if ref is not None:
+        sig = s.significance
+        family = ("the comparisons with the reference in each dataset and metric"
+                  if sig.family == "per_dataset_metric" else "every comparison in the table")
+        parts.append(
+            f"{SIG_MARK}: significantly different from {s.arm_label(ref)} "
+            f"({stats.caption_text(sig.test, sig.correction, sig.alpha, family)})."
+        )
+    parts += _tuning_note(table)
+    parts += _trust_notes(table)
+    missing = [r for r in table.rows if r.n_done < len(r.seeds)]
+    if missing:
+        parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
+    return " ".join(parts)
+
+
+CAP_MARK = "‡"
+
+
+def _trust_notes(table: SuiteTable) -> list[str]:
+    """What a reader needs to trust the numbers: runs cut short by an epoch cap, rows that are one
+    run, rows that repeat another, how pre-training varies over seeds, image coverage."""
+    notes = []
+    done = [r for r in table.rows if r.n_done]
+    capped = [r for r in done if r.capped]
+    cells = sum(r.n_done for r in done)
+    notes.append(f"{CAP_MARK} k/n: k of n seeds stopped by the epoch cap while still improving (best epoch "
+                 f"within the patience window of the cap); {sum(r.capped for r in capped)} of {cells} runs "
+                 f"flagged." if capped else f"No run stopped by its epoch cap while improving ({cells} runs).")
+    untested = [r.label for r in done if r.untested]
+    if untested:
+        notes.append(f"Not tested against the reference (other test users, e.g. after data.dedup): "
+                     f"{', '.join(untested)}.")
+    below = [f"{r.label} ({', '.join(r.below_need)})" for r in done if r.below_need]
+    if below:
+        notes.append(f"Trained below the model's declared need by this budget (bench/engine/budgets.py): {'; '.join(below)}.")
+    single = [r.label for r in done if r.n_done > 1 and r.distinct == 1]
+    if single:
+        notes.append(f"One run (every seed gave identical results, nothing seeded trained): {', '.join(single)}.")
+    same = [f"{r.label} = {r.same_as}" for r in done if r.same_as]
+    if same:
+        notes.append(f"Rows with exactly another row's results (the same model), not ranked or tested: "
+                     f"{'; '.join(same)}.")
+    staged = [r for r in done if len(r.cost.get("s_per_epoch", {})) > 1]
+    if staged:
+        shared = [r.label for r in staged if r.shared_pretraining]
+        notes.append(f"Pre-training shared by every seed (seed 0), so its ± omits pre-training variance: "
+                     f"{', '.join(shared)}." if shared else "Each seed has its own pre-training.")
+    if table.uses_images and table.coverage:
+        notes.append("Image coverage: " + "; ".join(
+            f"{d} {c['image']['items']:,} of {c['items']:,} items ({c['image']['interaction_share']:.0%} of "
+            f"interactions)" for d, c in table.coverage.items() if "image" in c) + ".")
+    return notes
+
+
+COUNT_WORDS = ("cases", "users", "items", "interactions", "sequences", "targets")
+
+
+def split_counts(definition: dict) -> dict[str, int]:
+    """The integer counts of a protocol definition (cases, users, items... it affects)."""
+    return {k: v for k, v in definition.items()
+            if isinstance(v, int) and not isinstance(v, bool) and not k.startswith(("min_", "max_"))
+            and any(w in k for w in COUNT_WORDS)}
+
+
+def _split_note(table: SuiteTable) -> list[str]:
+    """Every model and seed of a cell shares one split (seeded by the protocol): say what it holds."""
+    if table.suite.protocol == "leave_one_out":
+        return []
+    return [f"Split of {d}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()) + "."
+            for d, counts in table.split_counts.items() if counts]
+
+
+def _chance_note(table: SuiteTable) -> list[str]:
+    """What a uniformly random ranking scores: Recall@K = K / items (the floor ID models fall to on
+    strict cold items)."""
+    ks = [int(m.split("@")[1]) for m in table.metrics if m.startswith("Recall@")]
+    if not ks or not table.n_items:
+        return []
+    parts = [f"{d} ({n:,} items): " + ", ".join(f"@{k} {k / n:.4f}" for k in ks) for d, n in table.n_items.items()]
+    return [f"Chance Recall (random ranking) on {'; '.join(parts)}."]
+
+
+def _tuning_note(table: SuiteTable) -> list[str]:
+    """Which rows use tuned parameters, and whether their tuning budgets were equal."""
+    if not table.suite.params_from:
+        return []
+    import json
+
+    from bench.experiment.tuning import load_best
+
+    budgets = {r.tuned_from: load_best(r.tuned_from)["budget"] for r in table.rows if r.tuned_from}
+    untuned = sorted({r.label for r in table.rows if not r.tuned_from})
+    notes = []
+    distinct = {json.dumps(b, sort_keys=True) for b in budgets.values()}
+    if len(distinct) == 1:
+        notes.append(f"Hyper-parameters tuned on validation with an equal budget ({next(iter(distinct))}).")
+    elif distinct:
+        notes.append(f"WARNING: tuning budgets differ across rows ({', '.join(sorted(distinct))}).")
+    if untuned:
+        notes.append(f"Default (untuned) hyper-parameters: {', '.join(untuned)}.")
+    return notes
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _cell_text(row: Row, metric: str, fmt: str) -> str:
+    if metric not in row.means:
+        return "—" if fmt != "latex" else "--"
+    pm = " $\\pm$ " if fmt == "latex" else " ± "
+    spread = row.n_done > 1 and row.distinct != 1
+    text = f"{row.means[metric]:.4f}" + (f"{pm}{row.stds[metric]:.4f}" if spread else "")
+    marks = row.marks.get(metric, set())
+    if fmt == "md":
+        text = f"**{text}**" if "best" in marks else f"<u>{text}</u>" if "second" in marks else text
+        text += SIG_MARK if "sig" in marks else ""
+    elif fmt == "latex":
+        text = f"\\textbf{{{text}}}" if "best" in marks else f"\\underline{{{text}}}" if "second" in marks else text
+        text += "$^{\\dagger}$" if "sig" in marks else ""
+    if row.n_done < len(row.seeds):
+        text += f" ({row.n_done}/{len(row.seeds)})"
+    return text
+
+
+def row_label(row: Row) -> str:
+    """The model label with what its numbers need said: cap flags, one run, same results."""
+    label = row.label
+    if row.capped:
+        label += f" {CAP_MARK}{row.capped}/{row.n_done}"
+    if row.n_done > 1 and row.distinct == 1:
+        label += " (1 run)"
+    if row.same_as:
+        label += f" (= {row.same_as})"
+    return label
+
+
+def render(table: SuiteTable, fmt: str) -> str:
+    if fmt == "csv":
+        return _render_csv(table)
+    if fmt not in ("md", "latex"):
+        from bench.errors import BenchError
+
+        raise BenchError(f"unknown format {fmt!r}; valid: md, latex, csv")
+    several = len({r.dataset for r in table.rows}) > 1
+    header = (["Dataset"] if several else []) + ["Model"] + table.metrics
+    body = [([r.dataset] if several else []) + [row_label(r)] + [_cell_text(r, m, fmt) for m in table.metrics]
+            for r in table.rows]
+    if fmt == "md":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines) + f"\n\n{table.caption}\n\nCost (mean over seeds; best epoch of the final stage, " \
+            f"1-based):\n\n{render_costs(table)}"
+    esc = _latex_escape
+    cap = esc(table.caption).replace(SIG_MARK, "$^{\\dagger}$")
+    lines = [
+        "\\begin{table}[t]", "\\centering",
+        "\\caption{" + cap + "}",
+        "\\begin{tabular}{" + "l" * (len(header) - len(table.metrics)) + "c" * len(table.metrics) + "}",
+        "\\toprule", " & ".join(esc(h) for h in header) + " \\\\", "\\midrule",
+    ]
+    lines += [" & ".join([*(esc(x) for x in row[: len(header) - len(table.metrics)]),
+                          *row[len(header) - len(table.metrics):]]) + " \\\\" for row in body]
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"),
+                 ("±", "$\\pm$"), ("α", "$\\alpha$")):
+        text = text.replace(a, b)
+    return text
+
+
+def _render_csv(table: SuiteTable) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "variation", "model", "label", "metric", "mean", "std", "seeds_done", "seeds",
+                "best", "second", "significant", "p_adjusted", "capped_seeds", "distinct_runs", "same_as",
+                "run_hashes"])
+    p_adj = {(c["dataset"], c["variation"], c["model"], c["metric"]):
+             c["p_adjusted"][table.suite.significance.test] for c in table.comparisons}
+    for r in table.rows:
+        for m in table.metrics:
+            marks = r.marks.get(m, set())
+            w.writerow([r.dataset, r.arm[0], r.arm[1], r.label, m,
+                        _num(r.means.get(m)), _num(r.stds.get(m)), r.n_done, len(r.seeds),
+                        int("best" in marks), int("second" in marks), int("sig" in marks),
+                        _num(p_adj.get((r.dataset, *r.arm, m))), r.capped, r.distinct, r.same_as or "",
+                        " ".join(h for h in r.seeds.values() if h)])
+    return f"# {table.caption}\n" + buf.getvalue()
+
+
+def _num(x: Any) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+def provenance_header(fmt: str, command: str, suite_runs: list[str] | None = None) -> str:
+    """Command, git revision, date and hardware (and the suite runs behind the records), as
+    comments of the output format."""
+    from bench.engine.provenance import git_revision, hardware
+
+    hw = hardware()
+    lines = [
+        f"command: {command}",
+        f"git revision: {git_revision()}",
+        f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"hardware: {hw['cpu']} ({hw['cpu_count']} cores){', ' + hw['gpu'] if 'gpu' in hw else ''}",
+        *(f"suite run: {r}" for r in suite_runs or []),
+    ]
+    if fmt == "md":
+        return "<!--\n" + "\n".join(lines) + "\n-->\n"
+    prefix = "% " if fmt == "latex" else "# "
+    return "".join(prefix + line + "\n" for line in lines)
