@@ -58,6 +58,10 @@ class DuoRecConfig(SASRecConfig):
             **SASRecConfig.search_space(),
             "dropout": ("float", 0.1, 0.5),
             "cl_weight": ("loguniform", 0.01, 1.0),
+            # the reference's dot / tau 1 collapses on small catalogues (module docstring): tuning
+            # chooses between it and bounded cosine logits
+            "similarity": ("categorical", ["dot", "cos"]),
+            "tau": ("loguniform", 0.05, 1.0),
         }
 
 

@@ -117,6 +117,7 @@ class S3Rec(MaskTokenSASRec):
     Config = S3RecConfig
     label = "S3-Rec"
     honours_train_classes = False  # pre-training samples negative items from every item
+    features_optional = True  # attributes then come from ctx.extra or popularity (see attribute_source)
     stages = ("pretrain", "finetune")
     PRETRAIN_FIELDS = (
         "hidden", "layers", "heads", "ffn", "dropout", "mask_ratio", "aap_weight", "mip_weight",

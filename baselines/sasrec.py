@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from bench.nn.model import MODELS, ModelConfig, ModelContext, SeqRecModel, last_position
+from bench.nn.model import MODELS, ModelContext, SeqRecModel, last_position
 from bench.nn.softmax_ce import next_item_ce
-from bench.nn.transformer import SequenceTransformer, init_weights
+from bench.nn.transformer import SequenceTransformer, TransformerConfig, init_weights
 
 
-class SASRecConfig(ModelConfig):
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    ffn: int = 256
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-
-    @classmethod
-    def search_space(cls):
-        return {"dropout": ("float", 0.1, 0.5), "hidden": ("categorical", [64, 128])}
+class SASRecConfig(TransformerConfig):
+    """The shared Transformer's fields, under SASRec's name (its subclasses and tables use it)."""
 
 
 @MODELS.register("sasrec")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import defaults
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
 
@@ -48,57 +49,23 @@ def _env(home, data_root_, reporter=None):
 
 def execute_specs(specs: list, env, force: bool = False) -> list[dict]:
     """Run each spec unless complete (as `bench run` does); a spec another process is running is
-    waited for after the others. Returns the records in spec order."""
-    from bench.engine.runner import execute
-    from bench.engine.store import RunBusy
+    waited for after the others; the first failure is raised. Returns the records in spec order."""
+    from bench.experiment.experiment import Experiment
 
-    records: dict[int, dict] = {}
-    busy = []
-    for i, spec in enumerate(specs):
-        try:
-            key, record, ran = execute(spec, env, force=force)
-        except RunBusy:
-            env.reporter.info(f"{spec.model} seed {spec.seed}: running in another process; will wait for it")
-            busy.append(i)
-            continue
-        env.reporter.info(f"{'finished' if ran else 'already complete'}: {record['label']} seed {spec.seed} -> {key}")
-        records[i] = record
-    for i in busy:
-        key, record, ran = execute(specs[i], env, wait=True)
-        env.reporter.info(f"{'finished' if ran else 'completed elsewhere'}: {record['label']} seed "
-                          f"{specs[i].seed} -> {key}")
-        records[i] = record
-    return [records[i] for i in sorted(records)]
+    return Experiment.of_specs(specs).run(env, force=force, busy="wait", fail_fast=True).ordered_records()
 
 
 def select_metrics(text: str | None, have: Iterable[str] | None = None) -> tuple[str, ...]:
-    """--metrics "MRR@5,Hit" -> metric columns among `have` (default: every metric the evaluator
-    records); a bare name means each of its cutoffs, "all" every metric; None: the default columns."""
-    from bench.engine.metrics import CUTOFFS, METRICS
-    from bench.report.console import DEFAULT_METRICS
+    """--metrics "MRR@5,Hit" -> metric columns (bench.engine.metrics.select_metrics: the registry's)."""
+    from bench.engine.metrics import select_metrics as select
 
-    if not text:
-        return DEFAULT_METRICS
-    have = list(have or (f"{m}@{k}" for m in METRICS for k in CUTOFFS))
-    out: list[str] = []
-    for name in _names(text):
-        if name == "all":
-            out += have
-            continue
-        match = [m for m in have if m.lower() == name.lower() or m.lower().split("@")[0] == name.lower()]
-        if not match:
-            families = ", ".join(dict.fromkeys(m.split("@")[0] for m in have))
-            cutoffs = ", ".join(dict.fromkeys(m.split("@")[1] for m in have if "@" in m))
-            raise BenchError(f"--metrics {name!r}: unknown metric (metrics: {families}; cutoffs: {cutoffs}; "
-                             f"e.g. MRR@5)")
-        out += match
-    return tuple(dict.fromkeys(out))
+    return select(text, have)
 
 
 def run(
-    models: str | Iterable[str] = "pop,sasrec",
-    dataset: str | Iterable[str] = "scientific",
-    protocol: str = "leave_one_out",
+    models: str | Iterable[str] = defaults.MODELS,
+    dataset: str | Iterable[str] = defaults.DATASET,
+    protocol: str = defaults.PROTOCOL,
     seeds: int | Iterable[int] = 1,
     overrides: dict[str, Any] | None = None,
     home: str | Path | None = None,
@@ -179,14 +146,14 @@ class Results:
         s = self.env.split(spec)
         if split == "valid":
             return s.valid
-        if split == "test":
-            return s.unlock_test()  # the runs are complete: their test results are already recorded
-        part = split.partition(":")[2]
-        extra = getattr(s, "extra_test", {})
-        if part not in extra:
-            raise BenchError(f"split {split!r}: this protocol has no such part (has: test, valid"
-                             + "".join(f", test:{p}" for p in extra) + ")")
-        return extra[part]
+        from protocols import MAIN_TEST
+
+        s.unlock_test()  # the runs are complete: their test results are already recorded
+        # stored as 'test' (the main test set) and 'test:<name>' (the split's other test sets)
+        parts = {n if n == MAIN_TEST else f"test:{n}": cases for n, cases in s.test_sets().items()}
+        if split not in parts:
+            raise BenchError(f"split {split!r}: this protocol has no such part (has: valid, {', '.join(parts)})")
+        return parts[split]
 
     def compare(self, reference: str, metrics: Iterable[str] = ("Recall@20", "NDCG@20"), split: str = "test",
                 test: str = "ttest", correction: str = "holm", alpha: float = 0.05):
@@ -209,20 +176,16 @@ class Results:
             raise BenchError(f"compare({reference!r}): not exactly one model of these results "
                              f"(models: {', '.join(models)})")
         ref_label = ref_labels.pop()
-        cache: dict[str, dict] = {}
+        from bench.report.values import RunValues
 
-        def arrays(key: str) -> dict:
-            if key not in cache:
-                cache[key] = self.env.store.per_user(key)[split]
-            return cache[key]
-
+        values = RunValues(self.env.store)  # stored per-user metrics, or computed from the stored ranks
         rows = []
         for (ds, label), seeds in by_arm.items():
             if label == ref_label or (ds, ref_label) not in by_arm:
                 continue
             for m in metrics:
-                ref = {s: arrays(h)[m] for s, h in by_arm[(ds, ref_label)].items()}
-                other = {s: arrays(h)[m] for s, h in seeds.items()}
+                ref = {s: values.per_user(h, None, split, m) for s, h in by_arm[(ds, ref_label)].items()}
+                other = {s: values.per_user(h, None, split, m) for s, h in seeds.items()}
                 rows.append((ds, stats.compare(other, ref, metric=m, a=label, b=ref_label)))
         if not rows:
             raise BenchError(f"compare({reference!r}): no other model on the reference's datasets")
@@ -238,10 +201,11 @@ class Results:
 
     def table(self, format: str = "md", metrics: Iterable[str] | None = None, split: str = "test") -> str:
         """mean ± std over seeds per (dataset, protocol, model) as md, csv or latex text."""
-        from bench.report.console import DEFAULT_METRICS, render, summary
+        from bench.engine.metrics import DEFAULT_METRICS
+        from bench.report.console import render, summary
 
         self._check_split(split)
-        return render(summary(self.records, tuple(metrics or DEFAULT_METRICS), split), format)
+        return render(summary(self.records, tuple(metrics or DEFAULT_METRICS), split, self.env.store), format)
 
     def _check_split(self, split: str) -> None:
         missing = [r["run_hash"] for r in self.records if split not in r["metrics"]]

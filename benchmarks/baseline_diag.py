@@ -42,7 +42,7 @@ def main() -> None:
     with Reporter(interactive=False) as reporter:
         env = RunEnv(data_root(), bench_home(), reporter)
 
-        from bench.nn.model import get_model_class
+        from bench.plugins import get_model_class
 
         cls = get_model_class(a.model)
         original = cls.loss

@@ -20,8 +20,9 @@ from bench.engine.runner import RunEnv
 from bench.engine.seeding import seed_everything
 from bench.engine.spec import build_spec
 from bench.engine.trainer import fit
-from bench.nn.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext
 from bench.paths import bench_home, data_root
+from bench.plugins import get_model_class
 
 
 def measure(env: RunEnv, model: str, device: str, users: int | None, epochs: int) -> dict:

@@ -4,8 +4,8 @@ in one run, one thread each, same seed, one process at a time (before/after inte
     git worktree add --detach /tmp/speed-base <revision>       # the "before" source tree
     python benchmarks/msm4sr_speed.py train --base /tmp/speed-base --dataset scientific \
         --pretrain-epochs 2 --finetune-epochs 2 --repeats 2 --out results/speed/msm4sr_cpu.json
-    python benchmarks/msm4sr_speed.py encode --base /tmp/speed-base --dataset scientific \
-        --out results/speed/text_encode_cpu.json
+    python benchmarks/msm4sr_speed.py encode --dataset scientific --sample 5000 --repeats 2 \
+        --out results/speed/text_encode_cpu.json       # --base adds that tree's encoder as a variant
 
 Each measurement runs in its own process with PYTHONPATH set to the source tree measured, so
 both revisions import their own `bench`/`msm4sr`. Times are reported as wall seconds and as
@@ -13,8 +13,8 @@ process CPU seconds: on a shared machine the CPU seconds of a one-thread process
 with other load than the wall seconds do. `train` needs the dataset's item features in the
 cache of BENCH_HOME (or --home): each run gets a scratch home whose cache/ links to it, so no
 pre-trained stage is shared between runs. `encode` encodes the dataset's distinct text
-segments with a cold string cache (no vectors written anywhere) and checks both revisions'
-vectors against each other.
+segments with a cold string cache (no vectors written anywhere): the pre-issue-23 function kept
+below, this tree's float32 and bfloat16 encoders (and --base's), vectors checked against the first.
 """
 
 from __future__ import annotations
@@ -97,7 +97,29 @@ def _train_worker(a: dict) -> dict:
     return out
 
 
+def _original_encode(enc, texts: list[str]):
+    """TextEncoder.encode as of d7b3e70 (before issue 23): strings sorted by characters, 64 a
+    batch, each batch padded to its longest. Kept here so "before" needs no old checkout."""
+    import numpy as np
+    import torch
+
+    unique = sorted(set(texts), key=len)
+    out = np.zeros((len(unique), enc.dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(unique), 64):
+            batch = unique[start : start + 64]
+            tokens = enc._tokenizer(batch, padding=True, truncation=True, max_length=enc.max_length, return_tensors="pt")
+            hidden = enc._model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            out[start : start + len(batch)] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    row = {text: i for i, text in enumerate(unique)}
+    return out[[row[t] for t in texts]]
+
+
 def _encode_worker(a: dict) -> dict:
+    import random
+
     import numpy as np
     import torch
 
@@ -108,15 +130,24 @@ def _encode_worker(a: dict) -> dict:
 
     ds = load_dataset(a["dataset"], Path(a["data_root"]), Path(a["cache"]))
     texts = sorted({s for item in ds.item_text for s in item[:MAX_TEXT_SLOTS]})
+    total = len(texts)
     if a["limit"]:
         texts = texts[: a["limit"]]
-    enc = TextEncoder()
+    if a.get("sample"):  # a seeded random subset: every length band in proportion
+        texts = sorted(random.Random(a.get("sample_seed", 0)).sample(texts, min(a["sample"], len(texts))))
+    variant = a.get("variant", "tree")
+    enc = TextEncoder(precision="bfloat16") if variant == "tree_bf16" else TextEncoder()
     enc.load()  # model loading is not encoding
+    n_tokens = sum(len(x) for x in enc._tokenizer(texts, truncation=True, max_length=enc.max_length)["input_ids"])
     wall, cpu = time.perf_counter(), time.process_time()
-    vectors = enc.encode(texts, progress=True, description=f"{a['dataset']}: text segments")
+    if variant == "original":
+        vectors = _original_encode(enc, texts)
+    else:
+        vectors = enc.encode(texts, progress=True, description=f"{a['dataset']}: text segments")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     np.save(a["vectors"], vectors)
-    return {"strings": len(texts), "wall_s": wall, "cpu_s": cpu, "threads": torch.get_num_threads()}
+    return {"strings": len(texts), "all_strings": total, "tokens": n_tokens, "wall_s": wall, "cpu_s": cpu,
+            "threads": torch.get_num_threads()}
 
 
 def _run_worker(tree: Path, kind: str, args: dict, threads: int) -> dict:
@@ -181,40 +212,76 @@ def cmd_train(a) -> dict:
 
 
 def cmd_encode(a) -> dict:
+    """Variants, interleaved per repeat, each in its own process: "original" (the pre-issue-23
+    function kept above, run on this tree's model), "base" (the --base tree's TextEncoder, if
+    given), "after" (this tree's default float32 encoder), "after_bf16" (this tree, precision
+    bfloat16; opt-in, vectors change). Differences are against "original"'s vectors."""
     import numpy as np
 
-    trees = {"before": Path(a.base).resolve(), "after": REPO}
+    variants = {"original": (REPO, "original")}
+    if a.base:
+        variants["base"] = (Path(a.base).resolve(), "tree")
+    variants["after"] = (REPO, "tree")
+    if not a.no_bf16:
+        variants["after_bf16"] = (REPO, "tree_bf16")
     runs: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         vectors = {}
         for r in range(a.repeats):
-            for name, tree in trees.items():
+            for name, (tree, variant) in variants.items():
                 path = str(Path(tmp) / f"{name}.npy")
-                args = {**_common(a, name), "threads": a.threads, "limit": a.limit, "vectors": path}
+                args = {**_common(a, "before" if name == "base" else "after"), "threads": a.threads, "limit": a.limit,
+                        "sample": a.sample, "sample_seed": a.sample_seed, "vectors": path, "variant": variant}
                 res = _run_worker(tree, "encode", args, a.threads)
                 runs.setdefault(name, []).append(res)
                 vectors[name] = np.load(path)
                 print(f"[#{r} {name}] {res['wall_s']:.1f}s wall {res['cpu_s']:.1f}s cpu", file=sys.stderr, flush=True)
-        diff = float(np.abs(vectors["before"] - vectors["after"]).max())
-    row = {"strings": runs["after"][0]["strings"], "threads": a.threads, "max_abs_diff_vectors": diff}
+    table = []
+    first = runs["original"][0]
     for name, results in runs.items():
-        row[f"{name}_wall_s"] = statistics.median(r["wall_s"] for r in results)
-        row[f"{name}_cpu_s"] = statistics.median(r["cpu_s"] for r in results)
-    row["speedup_wall"] = row["before_wall_s"] / row["after_wall_s"]
-    row["speedup_cpu"] = row["before_cpu_s"] / row["after_cpu_s"]
-    return {"table": [row], "runs": runs}
+        row = {"variant": name, "strings": first["strings"], "threads": a.threads,
+               "wall_s": statistics.median(r["wall_s"] for r in results),
+               "cpu_s": statistics.median(r["cpu_s"] for r in results)}
+        row["strings_per_cpu_s"] = row["strings"] / row["cpu_s"]
+        row["strings_per_wall_s"] = row["strings"] / row["wall_s"]
+        row["speedup_cpu_vs_original"] = table[0]["cpu_s"] / row["cpu_s"] if table else 1.0
+        row["speedup_wall_vs_original"] = table[0]["wall_s"] / row["wall_s"] if table else 1.0
+        row["max_abs_diff_vs_original"] = float(np.abs(vectors[name] - vectors["original"]).max())
+        if first["strings"] < first["all_strings"]:  # a subset: scaled by its share of the tokens, and said so
+            share = first["tokens"] / _all_tokens(a)
+            row["extrapolated_all_strings_cpu_s"] = row["cpu_s"] / share
+            row["extrapolated_from_token_share"] = share
+        table.append(row)
+    return {"table": table, "runs": runs}
+
+
+def _all_tokens(a) -> int:
+    res = _run_worker(REPO, "tokens", _common(a, "after"), a.threads)
+    return res["tokens"]
+
+
+def _tokens_worker(a: dict) -> dict:
+    from bench.data.catalog import load_dataset
+    from bench.features.store import MAX_TEXT_SLOTS
+    from bench.features.text_encoder import TextEncoder
+
+    ds = load_dataset(a["dataset"], Path(a["data_root"]), Path(a["cache"]))
+    texts = sorted({s for item in ds.item_text for s in item[:MAX_TEXT_SLOTS]})
+    enc = TextEncoder()
+    enc.load()
+    return {"tokens": sum(len(x) for x in enc._tokenizer(texts, truncation=True, max_length=enc.max_length)["input_ids"])}
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] in ("_train", "_encode"):  # worker process
-        worker = _train_worker if sys.argv[1] == "_train" else _encode_worker
+    if len(sys.argv) == 3 and sys.argv[1] in ("_train", "_encode", "_tokens"):  # worker process
+        worker = {"_train": _train_worker, "_encode": _encode_worker, "_tokens": _tokens_worker}[sys.argv[1]]
         print(json.dumps(worker(json.loads(sys.argv[2]))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("train", "encode"):
         p = sub.add_parser(name)
-        p.add_argument("--base", required=True, help="source tree of the 'before' revision (a git worktree)")
+        p.add_argument("--base", required=name == "train", help="source tree of the 'before' revision (a git worktree)")
         p.add_argument("--dataset", default="scientific")
         p.add_argument("--data-root", default=os.environ.get("BENCH_DATA_ROOT", str(REPO.parent / "shared" / "data")))
         p.add_argument("--home", default=None, help="its cache/ holds the parsed dataset (and features); default $BENCH_HOME")
@@ -232,13 +299,20 @@ def main() -> None:
     t.add_argument("--reference-only", action="store_true",
                    help="'before' = this tree with msm4sr.fast switched off (isolates that change)")
     t.add_argument("--set", nargs="*", default=[], help="extra overrides KEY=VALUE, as bench run --set")
-    sub.choices["encode"].add_argument("--limit", type=int, default=0, help="encode only the first N strings")
+    e = sub.choices["encode"]
+    e.add_argument("--limit", type=int, default=0, help="encode only the first N strings")
+    e.add_argument("--sample", type=int, default=0, help="encode a seeded random N of the strings (0 = all)")
+    e.add_argument("--sample-seed", type=int, default=0)
+    e.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16 variant")
     a = ap.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result = (cmd_train if a.cmd == "train" else cmd_encode)(a)
     import platform
 
-    before = _revision(Path(a.base)) if not getattr(a, "reference_only", False) else "working tree without msm4sr.fast"
+    if getattr(a, "reference_only", False):
+        before = "working tree without msm4sr.fast"
+    else:
+        before = _revision(Path(a.base)) if a.base else "d7b3e70's TextEncoder.encode, kept in this script"
     result["meta"] = {"started": started, "command": sys.argv[1:], "machine": platform.processor() or platform.machine(),
                       "cpus": os.cpu_count(), "before": before, "after": _revision(REPO),
                       "note": "wall times on a shared machine are under load; CPU seconds are less affected"}

@@ -17,7 +17,8 @@ import bench.nn.softmax_ce
 from bench.data.dataset import from_sequences
 from bench.engine.batching import iterate_batches, make_rows
 from bench.engine.evaluator import EvalConfig, evaluate
-from bench.nn.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import get_model_class
 from protocols import PROTOCOLS
 
 

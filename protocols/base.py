@@ -1,8 +1,10 @@
 """The protocol interface and the Split it produces.
 
-A Split holds training sequences (CSR), validation and test evaluation cases and the
-protocol's written definition. The test cases are locked until the caller unlocks them, so
-tuning and model selection code cannot read test targets by accident.
+A Split holds training sequences (CSR), validation and test evaluation cases (the main test set
+and any extra ones) and the protocol's written definition. The test cases are locked until the
+caller unlocks them, so tuning and model selection code cannot read test targets by accident.
+A protocol's StagePlan says what the stages of a run train on; the runner asks the protocol and
+the split, and never looks for a protocol's own attributes.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class EvalCases:
         return EvalCases(self.users[rows], self.targets[rows], offsets, self.hist_items[take])
 
 
+MAIN_TEST = "test"  # the name of a split's main test set among its test_sets()
+
+
 @dataclass
 class Split:
     n_items: int
@@ -78,19 +83,61 @@ class Split:
     definition: dict[str, Any]
     test_unlocked: bool = field(default=False)
     train_classes: np.ndarray | None = None  # see ModelContext.train_classes (None: every item)
+    # test sets scored beside the main one, by name (e.g. the unrestricted test of a restricted one)
+    _extra_test: dict[str, EvalCases] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if MAIN_TEST in self._extra_test:
+            raise BenchError(f"an extra test set may not be named {MAIN_TEST!r}: that is the main test set")
 
     @property
     def test(self) -> EvalCases:
+        self._check_unlocked()
+        return self._test
+
+    @property
+    def extra_test(self) -> dict[str, EvalCases]:
+        """The extra test sets alone (locked like `test`)."""
+        if self._extra_test:
+            self._check_unlocked()
+        return dict(self._extra_test)
+
+    def test_sets(self) -> dict[str, EvalCases]:
+        """Every test set the split is judged on: the main one first (MAIN_TEST), then the extras."""
+        self._check_unlocked()
+        return {MAIN_TEST: self._test, **self._extra_test}
+
+    def unlock_test(self) -> EvalCases:
+        self.test_unlocked = True
+        return self._test
+
+    def _check_unlocked(self) -> None:
         if not self.test_unlocked:
             raise BenchError(
                 "test split is locked: only the final evaluation of a selected configuration may read it "
                 "(call split.unlock_test() there, never in training or tuning code)"
             )
-        return self._test
 
-    def unlock_test(self) -> EvalCases:
-        self.test_unlocked = True
-        return self._test
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What the stages of a run train on, as the protocol declares it.
+
+    Earlier stages (pre-training) train on the protocol's split of `pretrain_on` (merged), or on
+    the target split when it is empty. The final stage trains on the target split unless
+    `final_stage_trains` is False, in which case a model that ran an earlier stage only scores
+    the target (zero-shot); a single-stage model always trains on the target."""
+
+    pretrain_on: tuple[str, ...] = ()
+    final_stage_trains: bool = True
+    # what a record's label adds for a model with earlier stages (e.g. the transfer mode); when set,
+    # a single-stage model's label says it trained on the target only ('' = labels unchanged)
+    transfer_label: str = ""
+
+    def label_suffix(self, n_stages: int) -> str:
+        if not self.transfer_label:
+            return ""
+        return f" [{self.transfer_label}]" if n_stages > 1 else " [target only]"
 
 
 class ProtocolConfig(BaseModel):
@@ -104,6 +151,7 @@ class ProtocolConfig(BaseModel):
 class Protocol:
     name: ClassVar[str]
     Config: ClassVar[type[ProtocolConfig]] = ProtocolConfig
+    split_note: ClassVar[bool] = True  # reports list what the split holds (its counts per dataset)
 
     def __init__(self, config: ProtocolConfig):
         self.config = config
@@ -122,6 +170,14 @@ class Protocol:
 
     def split(self, ds: Dataset) -> Split:
         raise NotImplementedError
+
+    def stage_plan(self) -> StagePlan:
+        """The default: every stage trains on the target split."""
+        return StagePlan()
+
+    def pretrain_split(self, ds: Dataset) -> Split:
+        """How a pre-training dataset (StagePlan.pretrain_on, merged) is split: as the target."""
+        return self.split(ds)
 
     def eligible_users(self, ds: Dataset, min_len: int) -> np.ndarray:
         """Users with at least `min_len` interactions (the first max_users of them, if set)."""

@@ -45,7 +45,6 @@ user (new users)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -86,19 +85,6 @@ class ColdStartConfig(ProtocolConfig):
     # negatives, so ID models rank them at chance); "negatives" = they stay in the training softmax
     # as negatives only (CE then pushes every ID embedding of theirs below the warm items)
     new_items: Literal["absent", "negatives"] = "absent"
-
-
-@dataclass
-class ColdStartSplit(Split):
-    """A Split with extra test case sets scored beside the main test set (locked like `test`)."""
-
-    _extra_test: dict[str, EvalCases] = field(default_factory=dict)
-
-    @property
-    def extra_test(self) -> dict[str, EvalCases]:
-        if self._extra_test and not self.test_unlocked:
-            raise BenchError("test split is locked: extra test cases are part of it (call split.unlock_test() first)")
-        return self._extra_test
 
 
 @PROTOCOLS.register("cold_start")
@@ -174,7 +160,7 @@ class ColdStart(Protocol):
         }
         self._check(ds, definition)
         classes = ~is_cold if cfg.new_items == "absent" else None
-        return ColdStartSplit(ds.n_items, train, valid, test, definition, train_classes=classes)
+        return Split(ds.n_items, train, valid, test, definition, train_classes=classes)
 
     def _long_tail(self, ds: Dataset) -> Split:
         cfg = self.config
@@ -200,7 +186,7 @@ class ColdStart(Protocol):
             "test_targets_unseen": int((counts[test.targets] == 0).sum()),
         }
         self._check(ds, definition)
-        return ColdStartSplit(ds.n_items, loo.train, loo.valid, test, definition, _extra_test={"all": full_test})
+        return Split(ds.n_items, loo.train, loo.valid, test, definition, _extra_test={"all": full_test})
 
     def _user(self, ds: Dataset) -> Split:
         cfg, rng = self.config, self._rng()
@@ -239,8 +225,7 @@ class ColdStart(Protocol):
             "test_targets_unseen": int((counts_train[test.targets] == 0).sum()),
         }
         self._check(ds, definition)
-        return ColdStartSplit(ds.n_items, train, valid, test, definition,
-                              _extra_test={"full_history": full_history})
+        return Split(ds.n_items, train, valid, test, definition, _extra_test={"full_history": full_history})
 
     def _check(self, ds: Dataset, definition: dict) -> None:
         cfg = self.config

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from bench.data.dataset import Dataset
 from bench.errors import BenchError
-from protocols.base import PROTOCOLS, Protocol, Split
+from protocols.base import PROTOCOLS, Protocol, Split, StagePlan
 from protocols.leave_one_out import LeaveOneOut, LeaveOneOutConfig
 
 if TYPE_CHECKING:
@@ -56,9 +56,11 @@ class CrossDomain(Protocol):
     def dataset(self) -> str:
         return self.config.target
 
-    @property
-    def sources(self) -> list[str]:
-        return list(self.config.source)
+    def stage_plan(self) -> StagePlan:
+        """Earlier stages pre-train on the sources; zero_shot never trains on the target."""
+        c = self.config
+        return StagePlan(pretrain_on=tuple(c.source), final_stage_trains=c.mode != "zero_shot",
+                         transfer_label=c.mode if c.source else "")  # no source: labels as they were
 
     def model_overrides(self, config_cls: type[ModelConfig]) -> dict[str, Any]:
         """No item-ID table unless transductive, in each config's own spelling."""

@@ -19,6 +19,7 @@ class LeaveOneOutConfig(ProtocolConfig):
 class LeaveOneOut(Protocol):
     name = "leave_one_out"
     Config = LeaveOneOutConfig
+    split_note = False  # the standard split: its counts need no note under a table
 
     def definition(self) -> dict:
         return {

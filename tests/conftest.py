@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS", "1")))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that raises torch's thread count (encoder speed tests) must not change the next
+    test's numerics: multi-threaded reductions need not match single-threaded ones bit for bit."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = Path(os.environ.get("BENCH_DATA_ROOT", REPO.parent / "shared" / "data")).resolve()

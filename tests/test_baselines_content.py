@@ -15,7 +15,8 @@ import baselines.sasrecm  # noqa: F401
 from bench.engine.batching import make_rows
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import MODELS, get_model_class
 from protocols.base import TrainSequences
 
 N_ITEMS = 40

@@ -13,7 +13,8 @@ from helpers import fit_steps
 
 from bench.engine.batching import make_rows
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import get_model_class
 from protocols import PROTOCOLS
 from protocols.base import TrainSequences
 
@@ -69,17 +70,8 @@ def assert_same(a, b):
 # --- every model -------------------------------------------------------------------------------
 
 
-def test_registered_with_labels_defaults_and_search_space():
-    for name in NAMES:
-        cls = get_model_class(name)
-        assert name in MODELS and cls.label
-        cfg = cls.Config()
-        for field, spec in cls.Config.search_space().items():
-            assert field in cls.Config.model_fields, (name, field)
-            assert spec[0] in {"float", "int", "categorical", "loguniform"}
-        with pytest.raises(ValueError):
-            cls.Config(not_a_field=1)
-        assert cfg.model_dump()  # typed defaults
+def test_labels_and_defaults():
+    # labels, search spaces and unknown fields of every registered model: tests/test_conformance.py
     assert get_model_class("gru4rec").label == "GRU4Rec (CE)"
     assert get_model_class("sasrec_bce").label == "SASRec (BCE)"
     g = get_model_class("gru4rec").Config()

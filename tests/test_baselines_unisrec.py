@@ -14,7 +14,8 @@ import baselines.unisrec  # noqa: F401
 from baselines.unisrec import ParametricWhiteningMoE, UniSRec, UniSRecConfig
 from bench.engine.trainer import TrainerConfig, make_optimizer
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import MODELS, get_model_class
 
 MAX_LEN = 8
 DIM = 16

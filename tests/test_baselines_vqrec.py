@@ -15,7 +15,8 @@ from baselines import vq_codes
 from baselines.vqrec import fake_codes, sinkhorn
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import MODELS, ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import MODELS, get_model_class
 
 DIM = 16
 TINY = {"hidden": 32, "ffn": 64, "n_codes": 4, "code_bits": 4, "dropout": 0.1}  # K = 16 centroids

@@ -16,7 +16,8 @@ from bench.engine.spec import build_spec
 from bench.engine.trainer import TrainerConfig
 from bench.errors import BenchError
 from bench.experiment.suites import cells, load_suite
-from bench.nn.model import MODELS, ModelContext, get_model_class, load_model_packages
+from bench.nn.model import ModelContext
+from bench.plugins import MODELS, get_model_class
 
 CPU = {"*": {"epochs_cap": 50, "patience_cap": 5}, "pretrain": {"epochs_cap": 30, "patience_cap": 5}}
 
@@ -51,7 +52,6 @@ def test_a_plain_run_gives_bert4rec_at_least_its_declared_need():
 
 
 def test_every_declared_need_is_met_by_the_models_own_defaults():
-    load_model_packages()
     declared = 0
     for name in MODELS.names():
         cls = MODELS.get(name)

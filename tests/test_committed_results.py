@@ -40,3 +40,28 @@ def test_committed_tables_re_render_byte_for_byte_without_data(tmp_path):
                                           "--data-root", str(tmp_path / "no-data")])
         assert result.exit_code == 0, result.output
         assert HEADER.sub("", out.read_text()) == HEADER.sub("", table.read_text()), table.name
+
+
+def test_tables_and_figures_need_no_data_root_at_all(tmp_path, monkeypatch):
+    """With $BENCH_DATA_ROOT pointing nowhere and no --data-root, nothing hashes or loads a dataset."""
+    import bench.engine.runner as runner
+
+    def no_data(*_a, **_k):
+        raise AssertionError("a report command touched the raw data")
+
+    monkeypatch.setattr(runner, "run_hash", no_data)
+    monkeypatch.setattr(runner.RunEnv, "dataset", no_data)
+    monkeypatch.setenv("BENCH_DATA_ROOT", "/nonexistent")
+    home = tmp_path / "home"
+    shutil.copytree(RESULTS / "store", home / "store")
+    table = tables_with_records()[0]
+    side = json.loads(Path(f"{table}.cells.json").read_text())
+    out = tmp_path / table.name
+    result = CliRunner().invoke(app, ["table", side["suite"], "--budget", side["budget"], "--format", "md",
+                                      "--out", str(out), "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert HEADER.sub("", out.read_text()) == HEADER.sub("", table.read_text()), table.name
+    result = CliRunner().invoke(app, ["plot", side["suite"], "--budget", side["budget"], "--kind", "curves",
+                                      "--home", str(home), "--out-dir", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    assert any(p.suffix == ".png" for p in (tmp_path / "figs").iterdir())

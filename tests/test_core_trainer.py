@@ -9,7 +9,8 @@ from bench.engine.evaluator import EvalConfig
 from bench.engine.seeding import seed_everything
 from bench.engine.trainer import TrainerConfig, fit
 from bench.errors import BenchError
-from bench.nn.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import get_model_class
 
 
 def make_sasrec(split, seed=0, **cfg):

@@ -8,7 +8,8 @@ import math
 import torch
 
 from baselines.seqops import nt_xent
-from bench.nn.model import ModelContext, get_model_class, last_position
+from bench.nn.model import ModelContext, last_position
+from bench.plugins import get_model_class
 
 
 def _batch(n: int = 32, n_items: int = 30, width: int = 5) -> dict[str, torch.Tensor]:

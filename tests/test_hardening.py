@@ -30,9 +30,8 @@ from safetensors.torch import save as st_save
 
 from bench import sealed
 from bench.atomic import write_json
-from bench.data.catalog import build_cached, input_checksums, read_memo
+from bench.data.catalog import build_cached, input_checksums, load_user_dataset, read_memo, registry_path
 from bench.data.dataset import from_sequences
-from bench.data.user_datasets import load_user_dataset, registry_path
 from bench.engine.candidates import load_or_build
 from bench.engine.spec import build_spec, parse_overrides
 from bench.engine.store import ResultStore
@@ -370,7 +369,8 @@ def test_damaged_checkpoint_trains_exactly_like_a_fresh_run(small_split, tmp_pat
     from bench.engine.evaluator import EvalConfig
     from bench.engine.seeding import seed_everything
     from bench.engine.trainer import TrainerConfig, fit
-    from bench.nn.model import ModelContext, get_model_class
+    from bench.nn.model import ModelContext
+    from bench.plugins import get_model_class
 
     def model():
         seed_everything(0)

@@ -10,7 +10,8 @@ import torch
 from helpers import random_prefix_batch
 
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext
+from bench.plugins import get_model_class
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
 from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, same_target_pairs

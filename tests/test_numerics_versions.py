@@ -18,7 +18,8 @@ import torch
 
 from bench.engine.batching import make_rows
 from bench.features.item_features import ItemFeatures
-from bench.nn.model import MODELS, ModelContext, get_model_class, load_model_packages
+from bench.nn.model import ModelContext
+from bench.plugins import MODELS, get_model_class
 from protocols.base import TrainSequences
 
 FILE = Path(__file__).with_name("numerics_fingerprints.json")
@@ -27,8 +28,6 @@ N_ITEMS, MAX_LEN = 40, 8
 RTOL = 1e-4
 # the few settings that the tiny context cannot hold at their defaults
 SMALL = {"vqrec": {"n_codes": 4, "code_bits": 3}}
-
-load_model_packages()
 
 
 def _context() -> tuple[ModelContext, TrainSequences]:

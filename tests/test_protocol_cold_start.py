@@ -141,7 +141,8 @@ def test_item_new_items_keep_their_initial_embeddings(scientific, item_split):
     from helpers import fit_steps
 
     from bench.engine.batching import make_rows
-    from bench.nn.model import ModelContext, get_model_class
+    from bench.nn.model import ModelContext
+    from bench.plugins import get_model_class
 
     protocol, split = item_split
     cold = torch.as_tensor(protocol.cold_items(scientific))
@@ -161,13 +162,4 @@ def test_item_new_items_keep_their_initial_embeddings(scientific, item_split):
     assert moved[True][0] > 0
 
 
-def test_a_model_whose_loss_uses_every_item_refuses_the_strict_item_split(scientific, item_split):
-    from bench.nn.model import ModelContext, get_model_class
-
-    _, split = item_split
-    ctx = ModelContext(scientific.n_items, 50, split.train.item_counts(scientific.n_items),
-                       train_classes=split.train_classes)
-    for name in ("bert4rec", "sasrec_bce"):
-        cls = get_model_class(name)
-        with pytest.raises(BenchError, match="new items out of training"):
-            cls(cls.Config(), ctx)
+# Every registered model whose loss cannot honour train_classes refuses them: tests/test_conformance.py

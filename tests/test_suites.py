@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from bench.cli.main import app
 from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
 from bench.experiment.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
-from bench.nn.model import get_model_class
+from bench.plugins import get_model_class
 from bench.report.tables import build_table, render
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1}
@@ -59,6 +61,67 @@ def test_shipped_suites_load_and_expand():
     sens = load_suite("sensitivity")
     names = {c.variation for c in cells(sens)}
     assert {"n_keywords=5", "tau=0.2", "cmcl_weight=0.1"} <= names
+
+
+def test_include_deep_merges_beneath_the_including_file(tmp_path):
+    # a chain: tiny.yaml includes _mid.yaml and _extra.yaml; _mid.yaml includes shared/_base.yaml
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "_base.yaml").write_text(yaml.safe_dump({
+        "quick": {"seeds": [0, 1, 2], "training": {"*": {"epochs_cap": 3, "patience_cap": 3}},
+                  "overrides": {"protocol.max_users": 100, "trainer.lr": 0.01}},
+        "cpu": {"training": {"*": {"epochs_cap": 50, "patience_cap": 5}}}}))
+    (tmp_path / "_mid.yaml").write_text(yaml.safe_dump({
+        "include": "shared/_base.yaml",  # relative to the including file
+        "quick": {"training": {"*": {"patience_cap": 2}}}, "metrics": ["Recall@10", "NDCG@10"]}))
+    (tmp_path / "_extra.yaml").write_text(yaml.safe_dump({"cpu": {"seeds": [4]}, "metrics": ["Recall@50"]}))
+    path = write_suite(tmp_path, include=["_mid.yaml", "_extra.yaml"],
+                       quick={"seeds": [0], "overrides": {"protocol.max_users": 300}})
+    suite = load_suite(str(path))
+    # mappings merge key by key, the including file winning; lists are replaced, never concatenated
+    assert suite.quick.seeds == [0]
+    assert suite.quick.overrides == {"protocol.max_users": 300, "trainer.lr": 0.01}
+    assert (suite.quick.training["*"].epochs_cap, suite.quick.training["*"].patience_cap) == (3, 2)
+    assert suite.metrics == ["Recall@50"]  # of the later include
+    assert suite.cpu.seeds == [4] and suite.cpu.training["*"].epochs_cap == 50
+    assert suite.seeds == [0, 1] and suite.models == ["pop", "sasrec"]  # the suite's own
+
+
+def test_include_cycles_and_missing_files_are_one_clear_line(tmp_path):
+    (tmp_path / "_a.yaml").write_text("include: _b.yaml\n")
+    (tmp_path / "_b.yaml").write_text("include: [_a.yaml]\n")
+    with pytest.raises(BenchError, match=r"include cycle: tiny\.yaml -> _a\.yaml -> _b\.yaml -> _a\.yaml$"):
+        load_suite(str(write_suite(tmp_path, include="_a.yaml")))
+    with pytest.raises(BenchError, match=r"include cycle: tiny\.yaml -> tiny\.yaml"):
+        load_suite(str(write_suite(tmp_path, include="tiny.yaml")))
+    with pytest.raises(BenchError, match=r"tiny\.yaml: include '_none\.yaml': no such file .*_none\.yaml"):
+        load_suite(str(write_suite(tmp_path, include="_none.yaml")))
+    with pytest.raises(BenchError, match="include: a file name"):
+        load_suite(str(write_suite(tmp_path, include={"file": "_a.yaml"})))
+    (tmp_path / "_list.yaml").write_text("- 1\n")
+    with pytest.raises(BenchError, match=r"_list\.yaml: a suite is a mapping"):
+        load_suite(str(write_suite(tmp_path, include="_list.yaml")))
+    # through the command: exit 2 and one `error:` line
+    write_suite(tmp_path, include="_a.yaml")
+    proc = subprocess.run([sys.executable, "-m", "bench", "suite", "run", str(tmp_path / "tiny.yaml"), "--dry-run",
+                           "--home", str(tmp_path / "home")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "include cycle" in proc.stderr, proc.stderr
+
+
+def test_shipped_suites_share_their_budget_blocks():
+    from bench.experiment.suites import SUITES_DIR, suite_path
+
+    shared = sorted(p.name for p in SUITES_DIR.glob("_*.yaml"))
+    assert shared and not set(list_suites()) & {n.removesuffix(".yaml") for n in shared}  # not suites
+    with pytest.raises(BenchError, match="unknown suite"):
+        suite_path("_budgets")
+    smoke = {"*": {"epochs_cap": 3, "patience_cap": 3, "respect_need": False}}
+    for name in list_suites():
+        text = (SUITES_DIR / f"{name}.yaml").read_text()
+        assert "include: _budgets" in text and "epochs_cap: 3" not in text, name  # one copy, included
+        suite = load_suite(name)
+        assert {k: v.model_dump() for k, v in suite.quick.training.items()} == smoke, name
+    assert set(load_suite("main").cpu.training) == {"*", "pretrain"}
+    assert set(load_suite("ablation").cpu.training) == {"*"}  # early stopping ends its runs, no pretrain cap
 
 
 def test_sharding_partitions_cells(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.errors import BenchError
 from bench.features import text_encoder
 from bench.features.progress import Progress
 from bench.features.text_encoder import DEFAULT_ENCODER, TextEncoder
@@ -65,3 +66,38 @@ def test_eta_comes_from_work_done_not_items():
     bar.start -= 10.0  # 10 s have passed
     bar.advance(250, items=3)  # three short strings: a quarter of the tokens
     assert bar.eta_seconds() == pytest.approx(30.0, rel=0.05)  # not the ~3 s that 3/4 items would say
+
+
+def test_batches_respect_both_caps():
+    enc = TextEncoder(DEFAULT_ENCODER, batch_size=4, max_tokens=20)
+    lengths = [3, 9, 2, 5, 5, 30, 4, 6, 2]
+    batches = enc.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(lengths)  # shortest first, so each batch's last string is its longest
+    for b in batches:
+        assert len(b) <= 4
+        assert len(b) * lengths[b[-1]] <= 20 or len(b) == 1  # a string over the budget goes alone
+    assert [lengths[i] for i in batches[-1]] == [30]
+    # the token cap, not the row cap, binds for long strings: fewer rows per batch
+    assert batches == [[2, 8, 0, 6], [3, 4, 7], [1], [5]]
+
+
+def test_bfloat16_is_opt_in_close_and_keyed_apart(encoder):
+    fp32 = encoder.encode(TEXTS, progress=False)
+    bf16 = TextEncoder(DEFAULT_ENCODER, precision="bfloat16")
+    bf16._model, bf16._tokenizer = encoder._model, encoder._tokenizer
+    low = bf16.encode(TEXTS, progress=False)
+    assert low.dtype == np.float32
+    diff = np.abs(low - fp32).max()
+    assert 1e-5 < diff < 1e-2  # it does change the vectors (hence opt-in) but keeps them close
+    assert (low * fp32).sum(1).min() > 0.999  # cosine to the float32 vector
+    assert encoder.fingerprint() == text_encoder.encoder_fingerprint(encoder.model_dir)  # float32: as before
+    assert bf16.fingerprint() != encoder.fingerprint()
+
+
+def test_bad_encoder_options_fail_in_one_line():
+    with pytest.raises(BenchError, match="precision 'int8'"):
+        TextEncoder(DEFAULT_ENCODER, precision="int8")
+    with pytest.raises(BenchError, match="max_tokens must be >= 1"):
+        TextEncoder(DEFAULT_ENCODER, max_tokens=0)

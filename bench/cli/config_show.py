@@ -29,7 +29,7 @@ def config_tables(model: str) -> dict[str, list[dict]]:
     """{"model options": rows, "trainer (<stage>)": rows per stage, "search space": rows}."""
     from bench.engine.trainer import TrainerConfig
     from bench.experiment.tuning import search_space
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     cls = get_model_class(model)
     out = {f"{model} options (--set {model}.OPTION=VALUE)": option_rows(cls.Config, model)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.data.catalog import DATASETS, load_dataset
+from bench.data.catalog import DATASETS, load_dataset, user_dataset_entries
 from bench.data.dataset import Dataset
 from bench.errors import BenchError
 from bench.paths import bench_home, cache_dir, data_root
@@ -17,8 +17,6 @@ def resolve_dirs(root: str | Path | None, cache: str | Path | None) -> tuple[Pat
 def list_datasets(root: str | Path | None = None, cache: str | Path | None = None) -> list[dict]:
     """One row per dataset, built-in then user-added, with counts; a dataset whose files are
     missing is listed with the reason instead of failing the whole listing."""
-    from bench.data.user_datasets import user_dataset_entries
-
     root, cache = resolve_dirs(root, cache)
     rows = []
     for name in DATASETS.names():

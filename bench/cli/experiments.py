@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from bench import defaults
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
 
@@ -30,7 +31,7 @@ suite_app = typer.Typer(no_args_is_help=True, help="Declarative experiment suite
 
 
 def _console():
-    from bench.cli.main import console
+    from bench.cli.console import console
 
     return console
 
@@ -41,8 +42,8 @@ def _command_line() -> str:
 
 def tune(
     model: str = typer.Option(..., help="Model name."),
-    dataset: str = typer.Option("scientific", help="Dataset name."),
-    protocol: str = typer.Option("leave_one_out", help="Protocol name."),
+    dataset: str = typer.Option(defaults.DATASET, help="Dataset name."),
+    protocol: str = typer.Option(defaults.PROTOCOL, help="Protocol name."),
     trials: int = typer.Option(None, help="Budget: finished (complete or pruned) trials in the study."),
     timeout: float = typer.Option(None, help="Budget: wall-clock seconds for this invocation."),
     storage: str = typer.Option(None, help="Optuna storage: journal:///file (default: <home>/tuning/optuna.journal), "
@@ -100,12 +101,12 @@ def tune(
         console.print(f"written to {summary['written_to']} (as --set: "
                       + " ".join(f"{k}={v}" for k, v in summary["overrides"].items()) + ")")
         if seeds:
-            from bench.experiment.executors import run_cells
+            from bench.experiment.experiment import Experiment
             from bench.report.console import rich_table
             from bench.report.console import summary as table_summary
 
             specs = [build_spec(dataset, protocol, model, s, summary["overrides"]) for s in range(seed, seed + seeds)]
-            done = run_cells(specs, env, executor="ray" if ray_opts else "sequential", ray_options=ray_opts)
+            done = Experiment.of_specs(specs, name=f"selected configuration, {seeds} seeds").run(env, ray_opts)
             if done.failed or done.busy:
                 raise BenchError(f"selected configuration: {len(done.failed)} seed run(s) failed, {len(done.busy)} "
                                  "running elsewhere" + (f"; first: {done.failed[0][1]}" if done.failed else ""))
@@ -146,8 +147,8 @@ def suite_run(
     home: Path = Home,
 ) -> None:
     """Run the suite's cells whose records are missing."""
-    from bench.engine.runner import RunEnv, run_hash
-    from bench.experiment.suites import budget_label, load_suite, parse_shard, run_suite, select
+    from bench.engine.runner import RunEnv
+    from bench.experiment.suites import budget_label, experiment, load_suite, parse_shard
     from bench.progress import Reporter
 
     console = _console()
@@ -159,18 +160,13 @@ def suite_run(
     ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
+        todo = experiment(suite, budget, k_n, **picked)
         if dry_run:
-            todo = select(suite, budget, k_n, **picked)
-            for c in todo:
-                key = run_hash(c.spec(suite.protocol), env)
-                state = "complete" if env.store.is_complete(key) else "missing"
-                console.print(f"{c.describe():>48}  {key}  {state}")
-            console.print(f"{len(todo)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
+            for c, key, complete in todo.status(env):
+                console.print(f"{c.label:>48}  {key}  {'complete' if complete else 'missing'}")
+            console.print(f"{len(todo.cells)} cells in shard {k_n[0]}/{k_n[1]} ({label})")
             return
-        if ray_opts is not None:
-            report = _run_suite_on_ray(suite, env, budget, k_n, force, picked, ray_opts)
-        else:
-            report = run_suite(suite, env, budget, k_n, force=force, **picked)
+        report = todo.run(env, ray_opts, force=force)  # ray_opts None: here, one cell after another
         log_suite_run(env.home, suite.name, budget, k_n, report)
     console.print(
         f"suite {suite.name} ({label}), shard {k_n[0]}/{k_n[1]}: executed {len(report.executed)}, "
@@ -203,18 +199,6 @@ def ray_options(executor: str, jobs: int, address: str | None, cpus_per_cell: fl
                       gpus_per_cell=gpus_per_cell, max_retries=max_retries)
     opts.check()
     return opts
-
-
-def _run_suite_on_ray(suite, env, budget, k_n, force, picked, opts):
-    """The selected cells as Ray tasks; a report with bench.experiment.suites.SuiteRunReport's fields."""
-    from bench.experiment.executors import run_cells
-    from bench.experiment.suites import select
-
-    todo = select(suite, budget, k_n, **picked)
-    env.reporter.info(f"suite {suite.name} ({budget} budget), shard {k_n[0]}/{k_n[1]}: {len(todo)} cells on Ray "
-                      f"({opts.address or 'local cluster'})")
-    return run_cells([c.spec(suite.protocol) for c in todo], env, executor="ray", force=force,
-                     labels=[c.describe() for c in todo], ray_options=opts)
 
 
 def log_suite_run(home: Path, suite: str, budget: str, k_n: tuple[int, int], report) -> None:
@@ -262,17 +246,19 @@ def table(
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
-    """Render a suite's table: mean ± std over seeds, best bold, second underlined, † vs the reference."""
+    """Render a suite's table: mean ± std over seeds, best bold, second underlined, † vs the reference.
+    Reads the records alone (no raw data: --data-root is not used)."""
     from bench.atomic import write_json
-    from bench.engine.runner import RunEnv
+    from bench.engine.store import ResultStore
     from bench.experiment.suites import load_suite
+    from bench.paths import store_dir
     from bench.report.tables import build_table, provenance_header, render
 
     console = _console()
     suite = load_suite(name)
-    env = RunEnv(data_root(data_root_), bench_home(home))
-    budget = budget or default_budget(suite, env)
-    result = build_table(suite, env, budget)
+    store = ResultStore(store_dir(bench_home(home)))
+    budget = budget or default_budget(suite, store)
+    result = build_table(suite, store, budget)
     if not any(r.n_done for r in result.rows):
         raise BenchError(f"suite {suite.name} ({budget} budget): no complete run in the store; "
                          f"run `bench suite run {name} --budget {budget}` first")
@@ -281,7 +267,7 @@ def table(
         from bench.paths import store_dir
         from bench.report.tables import export_records
 
-        n = export_records(result, env.store, store_dir(save_records))
+        n = export_records(result, store, store_dir(save_records))
         console.print(f"{n} records copied to {store_dir(save_records)}")
     side = sidecar or (Path(f"{out}.cells.json") if out else bench_home(home) / "tables" / f"{suite.name}-{budget}.cells.json")
     try:
@@ -307,31 +293,36 @@ def table(
 def plot(
     name: str = typer.Argument(..., help="Suite name or YAML path."),
     kind: str = typer.Option("all", help="curves (per-epoch validation), stages (loss and validation per stage "
-                             "of pre-trained models), sensitivity (sweeps), or all."),
+                             "of pre-trained models), sensitivity (sweeps), differences (each row minus "
+                             "the reference, bootstrap CI), or all."),
     budget: str = ShownBudgetOpt,
     out_dir: Path = typer.Option(None, "--out-dir", help="Folder for the PNG and PDF files (default: "
                                  "<home>/figures)."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
-    """Draw a suite's per-epoch validation curves and sensitivity curves (PNG and PDF)."""
-    from bench.engine.runner import RunEnv
+    """Draw a suite's per-epoch validation curves and sensitivity curves (PNG and PDF), from the
+    records alone (--data-root is not used)."""
+    from bench.engine.store import ResultStore
     from bench.experiment.suites import load_suite
-    from bench.report.plots import sensitivity_curves, stage_curves, validation_curves
+    from bench.paths import store_dir
+    from bench.report.plots import differences, sensitivity_curves, stage_curves, validation_curves
 
-    if kind not in ("curves", "stages", "sensitivity", "all"):
-        raise BenchError(f"--kind {kind!r}: valid: curves, stages, sensitivity, all")
+    if kind not in ("curves", "stages", "sensitivity", "differences", "all"):
+        raise BenchError(f"--kind {kind!r}: valid: curves, stages, sensitivity, differences, all")
     suite = load_suite(name)
-    env = RunEnv(data_root(data_root_), bench_home(home))
-    budget = budget or default_budget(suite, env)
-    out_dir = out_dir or env.home / "figures"  # never into the checkout unless asked
+    store = ResultStore(store_dir(bench_home(home)))
+    budget = budget or default_budget(suite, store)
+    out_dir = out_dir or bench_home(home) / "figures"  # never into the checkout unless asked
     written = []
     if kind in ("curves", "all"):
-        written += validation_curves(suite, env, budget, out_dir)
+        written += validation_curves(suite, store, budget, out_dir)
     if kind in ("stages", "all"):
-        written += stage_curves(suite, env, budget, out_dir)
+        written += stage_curves(suite, store, budget, out_dir)
     if kind in ("sensitivity", "all"):
-        written += sensitivity_curves(suite, env, budget, out_dir)
+        written += sensitivity_curves(suite, store, budget, out_dir)
+    if kind in ("differences", "all") and suite.reference_arm() is not None:
+        written += differences(suite, store, budget, out_dir)
     if not written:
         raise BenchError(f"nothing to plot for suite {suite.name} ({budget} budget): no complete run"
                          + (" or no sweep" if kind == "sensitivity" else ""))
@@ -342,18 +333,18 @@ def plot(
     manifest.write_text(json.dumps({"command": _command_line(), "files": [str(p) for p in written]}, indent=1))
 
 
-def default_budget(suite, env) -> str:
+def default_budget(suite, store) -> str:
     """The budget with the most complete cells in the store (full, cpu, quick on ties), said on
     stderr with the others' counts; an error naming the command to run when none has any."""
+    from bench.engine.spec import spec_key
     from bench.experiment.suites import BUDGETS, cells
-    from bench.hashing import hash_obj
     from bench.report.tables import records_by_spec
 
-    index = records_by_spec(env.store)
+    index = records_by_spec(getattr(store, "store", store))  # a ResultStore (or an env holding one)
     counts = {}
     for b in BUDGETS:
         todo = cells(suite, b)
-        counts[b] = (sum(hash_obj(c.spec(suite.protocol).model_dump()) in index for c in todo), len(todo))
+        counts[b] = (sum(spec_key(c.spec(suite.protocol)) in index for c in todo), len(todo))
     order = sorted(BUDGETS, key=lambda b: (-counts[b][0], ("full", "cpu", "quick").index(b)
                                           if b in ("full", "cpu", "quick") else 9))
     summary = ", ".join(f"{b} {done}/{n}" for b, (done, n) in counts.items())

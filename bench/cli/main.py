@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bench import defaults
+from bench.cli.console import console
 from bench.cli.experiments import AddressOpt, CpusOpt, ExecutorOpt, GpusOpt, ray_options
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
@@ -15,7 +17,6 @@ from bench.paths import bench_home, data_root
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Benchmark harness for multimodal sequential recommendation.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, stats, keywords, add, fetch.")
 app.add_typer(data_app, name="data")
-console = Console(width=None if sys.stdout.isatty() else 160)
 
 DataRoot = typer.Option(None, "--data-root", help="Folder of raw datasets (else $BENCH_DATA_ROOT, else ../shared/data).")
 Home = typer.Option(None, "--home", help="Caches and results store (else $BENCH_HOME, else ./.bench).")
@@ -41,9 +42,9 @@ def split_names(text: str) -> list[str]:
 
 @app.command()
 def run(
-    protocol: str = typer.Option("leave_one_out", help="Protocol name."),
-    dataset: str = typer.Option("scientific", help="Dataset name(s), comma-separated."),
-    models: str = typer.Option("pop,sasrec", help="Model names, comma-separated."),
+    protocol: str = typer.Option(defaults.PROTOCOL, help="Protocol name."),
+    dataset: str = typer.Option(defaults.DATASET, help="Dataset name(s), comma-separated."),
+    models: str = typer.Option(defaults.MODELS, help="Model names, comma-separated."),
     seeds: int = typer.Option(1, min=1, help="Number of seeds (0..seeds-1, offset by --seed)."),
     seed: int = typer.Option(0, min=0, help="First seed."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. sasrec.dropout=0.5, trainer.lr=1e-3."),
@@ -64,9 +65,10 @@ def run(
     home: Path = Home,
 ) -> None:
     """Train and evaluate models under a protocol; print a results table."""
-    from bench.api import execute_specs, select_metrics
+    from bench.api import select_metrics
     from bench.engine.runner import RunEnv
     from bench.engine.spec import build_spec, parse_overrides
+    from bench.experiment.experiment import Experiment
     from bench.progress import Reporter
     from bench.report.console import render, rich_table, summary
 
@@ -83,15 +85,13 @@ def run(
             build_spec(ds, protocol, m, s, overrides)
             for ds in split_names(dataset) for m in split_names(models) for s in range(seed, seed + seeds)
         ]
-        if ray_opts is not None:  # one Ray task per run (bench/experiment/executors.py)
-            from bench.experiment.executors import records_on_ray
-
-            records = records_on_ray(specs, env, force, ray_opts)
-        else:
-            records = execute_specs(specs, env, force)  # runs held by other processes: waited for
+        # an ad-hoc suite of its cells, run here or one Ray task each (bench/experiment/experiment.py):
+        # a run another process holds is waited for, the first failure ends the command
+        records = Experiment.of_specs(specs).run(env, ray_opts, force=force, busy="wait",
+                                                 fail_fast=True).ordered_records()
     if not records:
         raise BenchError("no run completed")
-    df = summary(records, columns).drop(columns="protocol")
+    df = summary(records, columns, store=env.store).drop(columns="protocol")  # metrics stored or from ranks
     if df["dataset"].nunique() == 1:
         df = df.drop(columns="dataset")
     ties = records[0]["spec"]["evaluation"]["ties"]
@@ -274,7 +274,7 @@ def export_mp4sr_cmd(
 
 @export_app.command("recbole")
 def export_recbole_cmd(
-    dataset: str = typer.Option("scientific", "--dataset"),
+    dataset: str = typer.Option(defaults.DATASET, "--dataset"),
     out: Path = typer.Option(..., "--out", help="Folder; files go to OUT/<name>/<name>.{train,valid,test}.inter."),
     name: str = typer.Option(None, "--name", help="RecBole dataset name (default: the dataset's)."),
     max_len: int = typer.Option(50, "--max-len"),
@@ -292,7 +292,7 @@ def export_recbole_cmd(
 @app.command()
 def perf(
     recbole_python: str = typer.Option(None, "--recbole-python", help="python of a venv with recbole==1.2.1."),
-    dataset: str = typer.Option("scientific", "--dataset"),
+    dataset: str = typer.Option(defaults.DATASET, "--dataset"),
     epochs: int = typer.Option(2, help="Epochs timed per system (each followed by a validation pass)."),
     threads: int = typer.Option(2, help="torch threads for every process."),
     recbole_batch: int = typer.Option(2048, "--recbole-batch", help="RecBole train_batch_size (prefix rows)."),
@@ -365,8 +365,8 @@ app.add_typer(check_app, name="check")
 @check_app.command("determinism")
 def check_determinism_cmd(
     model: str = typer.Option("sasrec", "--model"),
-    dataset: str = typer.Option("scientific", "--dataset"),
-    protocol: str = typer.Option("leave_one_out", "--protocol"),
+    dataset: str = typer.Option(defaults.DATASET, "--dataset"),
+    protocol: str = typer.Option(defaults.PROTOCOL, "--protocol"),
     seed: int = typer.Option(0),
     set_: list[str] = typer.Option([], "--set"),
     data_root_: Path = DataRoot,

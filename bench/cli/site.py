@@ -16,7 +16,7 @@ runs_app = typer.Typer(no_args_is_help=True, help="Find and inspect run records 
 
 
 def _console():
-    from bench.cli.main import console
+    from bench.cli.console import console
 
     return console
 
@@ -74,8 +74,8 @@ def runs_ls(
     env = RecordsEnv(store)
     where: dict[str, str] = {}
     if suite:
+        from bench.engine.spec import spec_key
         from bench.experiment.suites import BUDGETS, cells, load_suite
-        from bench.hashing import hash_obj
         from bench.report.tables import records_by_spec
 
         s = load_suite(suite)
@@ -84,7 +84,7 @@ def runs_ls(
         by_spec = records_by_spec(store)  # as `bench table` finds a cell's runs: by its spec
         for b in [budget] if budget else BUDGETS:
             for c in cells(s, b):
-                for key, _ in by_spec.get(hash_obj(c.spec(s.protocol).model_dump()), []):
+                for key, _ in by_spec.get(spec_key(c.spec(s.protocol)), []):
                     where.setdefault(key, f"{b} {c.variation}")
     elif budget:
         raise BenchError("--budget needs --suite")

@@ -145,8 +145,6 @@ def load_dataset(name: str, root: Path, cache: Path) -> Dataset:
     """A registered dataset, else one added with `add_raw_dataset` under this cache."""
     check_dataset_name(name)
     if name not in DATASETS:
-        from bench.data.user_datasets import load_user_dataset  # late: it builds on this module
-
         found = load_user_dataset(name, cache)
         if found is not None:
             return found
@@ -273,3 +271,54 @@ def read_cached(path: Path, name: str | None = None, content_hash: str | None = 
     if (name is not None and ds.name != name) or (content_hash is not None and ds.content_hash != content_hash):
         raise DamagedFile(path, f"holds dataset {ds.name}-{ds.content_hash}, not the one its folder names")
     return ds
+
+
+# User-added datasets (`bench data add`, bench.data.user_datasets builds them): a registry entry
+# under the cache home names the cached build. Reading entries lives here, beside load_dataset,
+# so that the catalog never imports the module that builds on it.
+
+
+def registry_path(cache: Path, name: str) -> Path:
+    check_dataset_name(name)
+    return cache / "user_datasets" / f"{name}.json"
+
+
+def read_entry(path: Path) -> dict:
+    """A registry entry, checked: BenchError naming the file when it is damaged."""
+    try:
+        entry = json.loads(path.read_bytes())
+        if not isinstance(entry, dict) or not isinstance(entry.get("content_hash"), str):
+            raise ValueError("not a registry entry")
+        check_dataset_name(entry.get("name"))
+        if not entry["content_hash"].isalnum():
+            raise ValueError("bad content hash")
+    except (OSError, ValueError, BenchError) as exc:
+        raise BenchError(f"{path}: damaged registry entry ({type(exc).__name__}); delete it and run "
+                         f"`bench data add {path.stem} ...` again") from None
+    return entry
+
+
+def user_dataset_entries(cache: Path) -> list[dict]:
+    folder = cache / "user_datasets"
+    entries = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entries.append(read_entry(p))
+        except BenchError as exc:
+            warn(str(exc))
+    return entries
+
+
+def load_user_dataset(name: str, cache: Path) -> Dataset | None:
+    path = registry_path(cache, name)
+    if not path.is_file():
+        return None
+    entry = read_entry(path)
+    file = dataset_folder(cache, name, entry["content_hash"]) / DATASET_FILE
+    again = f"run `bench data add {name} --raw-dir {entry.get('raw_dir')} ...` again"
+    if not file.is_file():
+        raise BenchError(f"user dataset {name!r} ({path}): its cached build {file} is gone; {again}")
+    try:
+        return read_cached(file, name, entry["content_hash"])
+    except DamagedFile as exc:
+        raise BenchError(f"{exc}; {again}") from None

@@ -41,10 +41,10 @@ def _write(path: Path, users: np.ndarray, hist: np.ndarray, lens: np.ndarray, ta
 def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50, name: str | None = None) -> dict:
     from bench.data.catalog import load_dataset
     from bench.engine.batching import prefix_rows
-    from protocols import PROTOCOLS
+    from protocols.leave_one_out import LeaveOneOut
 
     ds = load_dataset(dataset, Path(data_root).resolve(), Path(home).resolve() / "cache")
-    P = PROTOCOLS.get("leave_one_out")
+    P = LeaveOneOut  # RecBole's LS split is leave-one-out
     split = P(P.Config(max_len=max_len)).split(ds)
     n_items = split.n_items
     name = name or dataset
@@ -82,7 +82,7 @@ def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50,
         "dataset": dataset,
         "name": name,
         "dataset_content_hash": ds.content_hash,
-        "protocol": "leave_one_out",
+        "protocol": P.name,
         "max_len": max_len,
         "n_items": int(n_items),
         "n_users": int(len(split.valid)),

@@ -3,33 +3,21 @@
 Each is built once into the content-hashed dataset cache; a small registry entry records where,
 so `load_dataset(name)` finds it later without the raw files (the cached build is a snapshot;
 adding the same name again rebuilds it from the raw files as they are then).
+This module builds and registers; reading the registry is bench.data.catalog's (load_dataset).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.atomic import write_json
 from bench.data.amazon_raw import find_raw_files, read_amazon_raw
-from bench.data.catalog import (
-    DATASET_FILE,
-    DATASETS,
-    build_cached,
-    check_dataset_name,
-    dataset_folder,
-    read_cached,
-)
+from bench.data.catalog import DATASETS, build_cached, check_dataset_name, registry_path
 from bench.data.dataset import Dataset
-from bench.errors import BenchError, DamagedFile, warn
+from bench.errors import BenchError
 from bench.hashing import file_sha256
 from bench.paths import cache_dir
 from bench.progress import SILENT, Reporter
-
-
-def registry_path(cache: Path, name: str) -> Path:
-    check_dataset_name(name)
-    return cache / "user_datasets" / f"{name}.json"
 
 
 def check_name(name: str) -> None:
@@ -123,44 +111,3 @@ def add_atomic_dataset(
         },
     )
     return ds
-
-
-def read_entry(path: Path) -> dict:
-    """A registry entry, checked: BenchError naming the file when it is damaged."""
-    try:
-        entry = json.loads(path.read_bytes())
-        if not isinstance(entry, dict) or not isinstance(entry.get("content_hash"), str):
-            raise ValueError("not a registry entry")
-        check_dataset_name(entry.get("name"))
-        if not entry["content_hash"].isalnum():
-            raise ValueError("bad content hash")
-    except (OSError, ValueError, BenchError) as exc:
-        raise BenchError(f"{path}: damaged registry entry ({type(exc).__name__}); delete it and run "
-                         f"`bench data add {path.stem} ...` again") from None
-    return entry
-
-
-def user_dataset_entries(cache: Path) -> list[dict]:
-    folder = cache / "user_datasets"
-    entries = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            entries.append(read_entry(p))
-        except BenchError as exc:
-            warn(str(exc))
-    return entries
-
-
-def load_user_dataset(name: str, cache: Path) -> Dataset | None:
-    path = registry_path(cache, name)
-    if not path.is_file():
-        return None
-    entry = read_entry(path)
-    file = dataset_folder(cache, name, entry["content_hash"]) / DATASET_FILE
-    again = f"run `bench data add {name} --raw-dir {entry.get('raw_dir')} ...` again"
-    if not file.is_file():
-        raise BenchError(f"user dataset {name!r} ({path}): its cached build {file} is gone; {again}")
-    try:
-        return read_cached(file, name, entry["content_hash"])
-    except DamagedFile as exc:
-        raise BenchError(f"{exc}; {again}") from None

@@ -73,21 +73,93 @@ def iterate_batches(
     With `bucket_by_length`, rows are sorted by length within random pools of 50 batches and the
     batches are shuffled again: most rows are short, so this removes most padding work at the
     price of batches whose rows have similar lengths."""
-    order = torch.randperm(len(inp), generator=generator)
-    batches = list(order.split(batch_size))
-    if bucket_by_length:
-        lengths = (inp > 0).sum(1)
-        pool = batch_size * 50
-        batches = []
-        for p in order.split(pool):
-            p = p[torch.argsort(lengths[p], stable=True)]
-            batches.extend(p.split(batch_size))
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
-    for idx in batches:
+    for idx in epoch_batches(inp, batch_size, generator, bucket_by_length):
         x = inp[idx]
         lengths = (x > 0).sum(1)
         width = max(int(lengths.max()), 1)  # trailing padding columns change nothing: drop them
         yield {"input": x[:, :width], "target": tgt[idx, :width], "lengths": lengths}
+
+
+def epoch_batches(
+    inp: torch.Tensor, batch_size: int, generator: torch.Generator, bucket_by_length: bool = False,
+    lengths: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """One epoch's row indices, batch by batch (the draws from `generator` that iterate_batches
+    makes, so both give the same batches). `lengths` [N]: the rows' lengths if already known."""
+    order = torch.randperm(len(inp), generator=generator)
+    if not bucket_by_length:
+        return list(order.split(batch_size))
+    lengths = (inp > 0).sum(1) if lengths is None else lengths
+    pool = batch_size * 50
+    batches = []
+    for p in order.split(pool):
+        p = p[torch.argsort(lengths[p], stable=True)]
+        batches.extend(p.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+
+
+class ResidentRows:
+    """Training rows moved to the device once per fit; each epoch's batches are gathered there.
+
+    The data order is drawn on the host exactly as iterate_batches draws it, and each batch's
+    width (its longest row) comes from the host copy of the lengths, so no step has to ask the
+    device anything: the batches are the tensors iterate_batches yields, computed on the device.
+    `fixed_shape`: every batch is batch_size rows x the full width, so a step can be captured
+    (CUDA graphs, torch.compile without recompiles); the partial batches are dropped, and how many
+    rows that left out is returned (which rows changes every epoch with the data order)."""
+
+    def __init__(self, inp: torch.Tensor, tgt: torch.Tensor, device: torch.device):
+        self.lengths = (inp > 0).sum(1)  # host copy: batch widths without a device round-trip
+        self.device = torch.device(device)
+        self.inp, self.tgt = inp.to(self.device), tgt.to(self.device)
+        self.device_lengths = self.lengths.to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def epoch(
+        self, batch_size: int, generator: torch.Generator, bucket_by_length: bool = False, fixed_shape: bool = False
+    ) -> tuple[EpochBatches, int]:
+        """-> (the epoch's batches, gathered on the device as they are iterated; rows dropped to
+        keep every batch full)."""
+        batches = epoch_batches(self.inp, batch_size, generator, bucket_by_length, self.lengths)
+        dropped = 0
+        if fixed_shape:
+            dropped = sum(len(b) for b in batches if len(b) < batch_size)
+            batches = [b for b in batches if len(b) == batch_size]
+        if not batches:
+            return EpochBatches(self, torch.zeros(0, dtype=torch.long), [], []), dropped
+        order = torch.cat(batches)
+        sizes = [len(b) for b in batches]
+        if fixed_shape:
+            widths = [self.inp.shape[1]] * len(batches)
+        else:  # each batch trimmed to its longest row, as iterate_batches does, from the host lengths
+            starts = np.cumsum([0, *sizes[:-1]])
+            widths = np.maximum(np.maximum.reduceat(self.lengths[order].numpy(), starts), 1).tolist()
+        if self.device.type == "cuda":  # one asynchronous copy of the epoch's order
+            order = order.pin_memory().to(self.device, non_blocking=True)
+        else:
+            order = order.to(self.device)
+        return EpochBatches(self, order, sizes, widths), dropped
+
+
+class EpochBatches:
+    """An epoch's batches, each gathered on the device when reached (one copy of the rows at a
+    time, not a second copy of the whole training set)."""
+
+    def __init__(self, rows: ResidentRows, order: torch.Tensor, sizes: list[int], widths: list[int]):
+        self.rows, self.order, self.sizes, self.widths = rows, order, sizes, widths
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        start = 0
+        for size, width in zip(self.sizes, self.widths):
+            idx = self.order[start : start + size]
+            start += size
+            x = self.rows.inp[idx]
+            yield {"input": x[:, :width], "target": self.rows.tgt[idx, :width], "lengths": self.rows.device_lengths[idx]}
 
 
 def n_batches(n_rows: int, batch_size: int) -> int:

@@ -54,7 +54,7 @@ def limit_overrides(model: str, rules: dict[str, StageLimit], before: dict[str, 
     `before` resolves to; fields the budget sets explicitly (`explicit`) are left to it."""
     if not rules:
         return {}
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     model_cls = get_model_class(model)
     out: dict[str, Any] = {}
@@ -80,9 +80,8 @@ def limit_overrides(model: str, rules: dict[str, StageLimit], before: dict[str, 
 
 
 def check_rules(rules: dict[str, StageLimit], where: str) -> None:
-    from bench.nn.model import MODELS, load_model_packages
+    from bench.plugins import MODELS
 
-    load_model_packages()
     stages = {s for name in MODELS.names() for s in MODELS.get(name).stages}
     stray = sorted(set(rules) - stages - {"*"})
     if stray:
@@ -93,7 +92,7 @@ def training_limits(spec: Any) -> dict[str, dict[str, Any]]:
     """Per stage the run trains: the declared need, the epochs/patience applied, and whether
     the applied values are below the need (`below_need`). Takes a RunSpec or a record's spec dict
     (older records included)."""
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     data = spec if isinstance(spec, dict) else spec.model_dump()
     model_cls = get_model_class(data["model"])

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.atomic import atomic_write
-from bench.engine.metrics import target_ranks
+from bench.engine.metrics import rank_range, target_ranks
 from bench.errors import BenchError, warn
 from bench.hashing import hash_obj
 from protocols.base import EvalCases
@@ -185,11 +185,13 @@ def _read_stored(path: Path, digest: str, spec: CandidateSpec, cases: EvalCases,
 
 
 def sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
-                  ties: str = "pessimistic") -> torch.Tensor:
+                  ties: str = "pessimistic", bounds: bool = False) -> torch.Tensor:
     """1-based rank (1..n+1) of each row's target among itself and its n candidates, from full
-    score rows [rows, n_items + 1] (after any masking the evaluator applies)."""
+    score rows [rows, n_items + 1] (after any masking the evaluator applies). With `bounds`,
+    [2, rows]: the rank range under `ties` (as `rank_range`), which the evaluator stores."""
     sub = torch.cat([scores.gather(1, targets.view(-1, 1)), scores.gather(1, candidates)], dim=1)
-    return target_ranks(sub, torch.zeros(len(sub), dtype=torch.long, device=sub.device), ties)
+    first = torch.zeros(len(sub), dtype=torch.long, device=sub.device)
+    return rank_range(sub, first, ties) if bounds else target_ranks(sub, first, ties)
 
 
 def for_split(split, part: str, cases: EvalCases, dataset_hash: str, folder: Path) -> np.ndarray | None:

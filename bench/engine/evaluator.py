@@ -9,14 +9,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.engine.metrics import (
-    CUTOFFS,
-    TIE_POLICIES,
-    mean_metrics,
-    per_user_metrics,
-    rank_bounds,
-    target_ranks,
-)
+from bench.engine.candidates import sampled_ranks
+from bench.engine.metrics import CUTOFFS, TIE_POLICIES, mean_metrics, per_user_metrics, rank_range
 from bench.errors import BenchError
 from protocols.base import EvalCases
 
@@ -37,7 +31,7 @@ class EvalConfig(BaseModel):
 @dataclass
 class EvalResult:
     ranks: np.ndarray
-    per_user: dict[str, np.ndarray]
+    per_user: dict[str, np.ndarray]  # every registered metric, and the ranks (metrics.RANK_KEYS)
     seconds: float
     sampled: dict[str, np.ndarray] | None = None  # per-case metrics of the target among its candidates
 
@@ -79,29 +73,23 @@ def evaluate(model, cases: EvalCases, max_len: int, cfg: EvalConfig, device: tor
             mask_seen_items(scores, cases, order[lo:hi], tgt)
         scores[:, 0] = -torch.inf  # the padding item is never ranked
         rows = torch.from_numpy(order[lo:hi])
-        ranks[:, rows] = _ranks(scores, tgt, cfg.ties).cpu()
+        ranks[:, rows] = rank_range(scores, tgt, cfg.ties).cpu()
         if candidates is not None:
             cand = torch.from_numpy(candidates[order[lo:hi]]).to(device)
-            sub = torch.cat([scores.gather(1, tgt.view(-1, 1)), scores.gather(1, cand)], dim=1)
-            sampled[:, rows] = _ranks(sub, torch.zeros(len(sub), dtype=torch.long, device=sub.device), cfg.ties).cpu()
+            sampled[:, rows] = sampled_ranks(scores, tgt, cand, cfg.ties, bounds=True).cpu()
     model.train(was_training)
     rank_arr = ranks.numpy()
     sampled_metrics = _metrics(sampled.numpy(), cfg) if candidates is not None else None
     return EvalResult(rank_arr.mean(0), _metrics(rank_arr, cfg), time.perf_counter() - start, sampled_metrics)
 
 
-def _ranks(scores: torch.Tensor, targets: torch.Tensor, ties: str) -> torch.Tensor:
-    """[2, rows]: (lo, hi) rank bounds under `ties` (equal unless ties=average)."""
-    if ties == "average":
-        return torch.stack(rank_bounds(scores, targets))
-    r = target_ranks(scores, targets, ties)
-    return torch.stack([r, r])
-
-
 def _metrics(bounds: np.ndarray, cfg: EvalConfig) -> dict[str, np.ndarray]:
+    """Every registered metric per user, with the ranks they come from (stored with the record, so
+    a metric registered later is computed from them without a rerun: bench.report.values)."""
+    lo, hi = bounds.astype(np.int32)
     if cfg.ties == "average":
-        return per_user_metrics(bounds[0], cfg.cutoffs, upper=bounds[1])
-    return per_user_metrics(bounds[0], cfg.cutoffs)
+        return {**per_user_metrics(bounds[0], cfg.cutoffs, upper=bounds[1]), "rank": lo, "rank_upper": hi}
+    return {**per_user_metrics(bounds[0], cfg.cutoffs), "rank": lo}
 
 
 def mask_seen_items(scores: torch.Tensor, cases: EvalCases, rows: np.ndarray, targets: torch.Tensor) -> None:

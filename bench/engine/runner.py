@@ -26,15 +26,16 @@ from bench.engine.evaluator import evaluate
 from bench.engine.metrics import mean_metrics
 from bench.engine.provenance import provenance
 from bench.engine.seeding import seed_everything
-from bench.engine.spec import RunSpec
+from bench.engine.spec import RunSpec, hashed_spec
 from bench.engine.store import ResultStore
 from bench.engine.trainer import FitResult, fit, resolve_device
 from bench.errors import BenchError, warn
 from bench.hashing import hash_obj
-from bench.nn.model import ModelContext, SeqRecModel, get_model_class
+from bench.nn.model import ModelContext, SeqRecModel
 from bench.paths import cache_dir, store_dir
+from bench.plugins import get_model_class
 from bench.progress import SILENT, Reporter
-from protocols import PROTOCOLS, Protocol, Split
+from protocols import MAIN_TEST, PROTOCOLS, Protocol, Split, StagePlan
 
 PRETRAIN_SEED = 0  # the seed of an earlier stage shared by every run seed (trainer.<stage>.shared_seed)
 
@@ -105,7 +106,7 @@ class RunEnv:
 
 def run_hash(spec: RunSpec, env: RunEnv) -> str:
     split = env.split(spec)
-    return hash_obj({"spec": spec.model_dump(), "dataset": env.dataset(spec.dataset, spec.data).content_hash,
+    return hash_obj({"spec": hashed_spec(spec), "dataset": env.dataset(spec.dataset, spec.data).content_hash,
                      "protocol": split.definition})
 
 
@@ -154,7 +155,7 @@ class Trained:
     fits: dict[str, FitResult]
     device: torch.device
     stages: tuple[str, ...]
-    sources: list[str] | None
+    plan: StagePlan
 
 
 def train_stages(spec: RunSpec, env: RunEnv, run_dir: Path | None = None) -> Trained:
@@ -166,11 +167,11 @@ def train_stages(spec: RunSpec, env: RunEnv, run_dir: Path | None = None) -> Tra
     max_len = spec.protocol_params["max_len"]
     feature_params = model_cls.needs_features(config)
     target = _stage_data(env, ds, split, max_len, feature_params)
-    sources = getattr(protocol, "sources", None)  # cross-domain: earlier stages train on the sources
+    plan = protocol.stage_plan()
     source = None
-    if sources:
-        source_ds = merge_datasets([env.dataset(name, spec.data) for name in sources])
-        source = _stage_data(env, source_ds, protocol.loo().split(source_ds), max_len, feature_params)
+    if plan.pretrain_on:  # earlier stages train on other datasets (e.g. cross-domain sources)
+        source_ds = merge_datasets([env.dataset(name, spec.data) for name in plan.pretrain_on])
+        source = _stage_data(env, source_ds, protocol.pretrain_split(source_ds), max_len, feature_params)
         if feature_params is not None:
             same_feature_space(source.ctx.features, target.ctx.features, f"{spec.model} cross-domain transfer")
     stages = model_cls.stages_for(config)
@@ -189,37 +190,38 @@ def train_stages(spec: RunSpec, env: RunEnv, run_dir: Path | None = None) -> Tra
             break
         if not last:
             fits[stage] = _shared_stage(model, spec, env, data, stage, max_len)
-        elif not (getattr(protocol.config, "mode", None) == "zero_shot" and i > 0):
+        elif plan.final_stage_trains or i == 0:  # a single-stage model always trains on the target
             checkpoint = run_dir / f"{stage}.ckpt" if run_dir is not None else None
             fits[stage] = fit(model, split, stage, spec.trainer[stage], spec.evaluation, spec.seed, max_len,
                               checkpoint, env.reporter, env.on_epoch)
         state = model.transferable_state()
-    return Trained(model, fits, device, stages, sources)
+    return Trained(model, fits, device, stages, plan)
 
 
 def _run(spec: RunSpec, env: RunEnv, key: str) -> dict:
     started = time.perf_counter()
-    ds, split, protocol = env.dataset(spec.dataset, spec.data), env.split(spec), env.protocol(spec)
+    ds, split = env.dataset(spec.dataset, spec.data), env.split(spec)
     max_len = spec.protocol_params["max_len"]
     env.reporter.info(f"run {key}: {spec.model} on {spec.dataset} / {spec.protocol}, seed {spec.seed}")
     trained = train_stages(spec, env, env.store.run_dir(key))
-    model, fits, device, stages, sources = (trained.model, trained.fits, trained.device, trained.stages,
-                                            trained.sources)
+    model, fits, device = trained.model, trained.fits, trained.device
     cand_dir = cache_dir(env.home) / "candidates"
     valid = evaluate(model, split.valid, max_len, spec.evaluation, device,
                      candidates=for_split(split, "valid", split.valid, ds.content_hash, cand_dir))
-    test_cases = split.unlock_test()
+    split.unlock_test()
+    test_sets = split.test_sets()
+    test_cases = test_sets.pop(MAIN_TEST)
     test = evaluate(model, test_cases, max_len, spec.evaluation, device,
                     candidates=for_split(split, "test", test_cases, ds.content_hash, cand_dir))
-    # protocols may carry extra test sets scored beside the main one (cold_start: 'all', 'full_history')
+    # the split's other test sets are scored beside the main one (full ranking only)
     extra = {f"test:{name}": evaluate(model, cases, max_len, spec.evaluation, device)
-             for name, cases in getattr(split, "extra_test", {}).items()}
+             for name, cases in test_sets.items()}
     record = _record(spec, key, ds, split, model, fits, valid, test, time.perf_counter() - started)
     feature_params = type(model).needs_features(model.config)
     if feature_params is not None:  # what the content model saw of each modality (table captions)
         record["dataset"]["coverage"] = modality_coverage(ds, env.features_of(ds, feature_params))
-    if sources:  # cross-domain tables must say what transferred and what trained on the target alone
-        record["label"] += f" [{protocol.config.mode}]" if len(stages) > 1 else " [target only]"
+    # tables of transfer runs must say what transferred and what trained on the target alone
+    record["label"] += trained.plan.label_suffix(len(trained.stages))
     per_user = {"valid": valid.per_user, "test": test.per_user, **{p: r.per_user for p, r in extra.items()}}
     record["metrics"].update({p: r.means for p, r in extra.items()})
     if test.sampled is not None:
@@ -237,8 +239,8 @@ def _shared_stage(model: SeqRecModel, spec: RunSpec, env: RunEnv, data: StageDat
     split = data.split
     stage_key = hash_obj({
         "model": spec.model, "stage": stage, "stage_spec": model.stage_spec(stage),
-        "trainer": spec.trainer[stage].model_dump(), "dataset": data.dataset_hash,
-        "protocol": split.definition, "eval": spec.evaluation.model_dump(), "seed": stage_seed(spec, stage),
+        "trainer": hashed_spec(spec)["trainer"][stage], "dataset": data.dataset_hash,
+        "protocol": split.definition, "eval": hashed_spec(spec)["evaluation"], "seed": stage_seed(spec, stage),
     })
     folder = env.store.stage_dir(stage_key)
     with env.store.claim(folder, wait=True):  # another process training this stage: wait, then reuse

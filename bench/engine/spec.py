@@ -13,6 +13,7 @@ reuses a cell computed by the old code.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import types
 import typing
@@ -27,7 +28,8 @@ from bench.engine.evaluator import EvalConfig
 from bench.engine.trainer import NUMERICS_VERSION as TRAINER_NUMERICS
 from bench.engine.trainer import TrainerConfig, resolve_device
 from bench.errors import BenchError
-from bench.nn.model import MODELS, get_model_class
+from bench.hashing import hash_obj
+from bench.plugins import MODELS, get_model_class
 from protocols import PROTOCOLS
 
 
@@ -43,6 +45,35 @@ class RunSpec(BaseModel):
     seed: int
     data: DataConfig = DataConfig()
     numerics: dict[str, int] = {}  # {"model", "trainer", "evaluator"}: versions of the code's numbers
+
+
+# Execution-only settings: where and in what chunks a run computes, not what it computes. They are
+# hashed at these fixed values whatever the run used, so the same cell on another GPU or with another
+# evaluation batch size is the same cell. The values are the defaults every stored run used (so stored
+# hashes stay) and are frozen here: a later change of a default moves no hash. The record keeps the
+# values actually used.
+HASHED_AS = {
+    "evaluation": {"batch_users": 2048, "max_scores_in_memory": 32_000_000},
+    "trainer": {"device": "auto"},  # per stage
+}
+
+
+def hashed_spec(spec: RunSpec | dict) -> dict:
+    """The spec as a run hash sees it: its dump (or a record's stored spec) with the execution-only
+    settings at their HASHED_AS values. Fields a spec lacks (older records) stay absent."""
+    data = spec.model_dump() if isinstance(spec, RunSpec) else copy.deepcopy(spec)
+    evaluation = data.get("evaluation")
+    if isinstance(evaluation, dict):
+        evaluation.update({k: v for k, v in HASHED_AS["evaluation"].items() if k in evaluation})
+    for stage in (data.get("trainer") or {}).values():
+        if isinstance(stage, dict):
+            stage.update({k: v for k, v in HASHED_AS["trainer"].items() if k in stage})
+    return data
+
+
+def spec_key(spec: RunSpec | dict) -> str:
+    """The hash of a spec alone (no dataset content): how tables find a cell's records."""
+    return hash_obj(hashed_spec(spec))
 
 
 GROUPS = ("trainer", "eval", "protocol", "data")
@@ -161,7 +192,7 @@ def build_spec(dataset: str, protocol: str, model: str, seed: int, overrides: di
     protocol_params = validated(protocol_cls.Config, groups["protocol"], "protocol")
     protocol_obj = protocol_cls(protocol_params)
     dataset = check_dataset_name(protocol_obj.dataset or dataset)  # e.g. cross_domain names its own target
-    for source in getattr(protocol_obj, "sources", None) or []:
+    for source in protocol_obj.stage_plan().pretrain_on:  # e.g. cross_domain's pre-training sources
         check_dataset_name(source)
     check_seed(seed)
     implied = protocol_obj.model_overrides(model_cls.Config)

@@ -1,7 +1,8 @@
 """One training loop for every model and stage.
 
-Adam/AdamW, gradient-norm clipping, bf16 autocast on cuda, validation every epoch with early
-stopping on a validation metric, and an atomic checkpoint each epoch holding everything needed
+Adam/AdamW, gradient-norm clipping, bf16 autocast on cuda, training rows resident on the device
+with no host synchronisation inside an epoch (one read of the loss sums per epoch), validation
+every epoch with early stopping on a validation metric, and an atomic checkpoint each epoch holding everything needed
 to resume (model, optimizer, early-stopping state, every RNG state, the data-order generator).
 """
 
@@ -17,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import sealed
-from bench.engine.batching import iterate_batches, make_rows, n_batches
+from bench.engine.batching import ResidentRows, make_rows
 from bench.engine.evaluator import EvalConfig, evaluate
 from bench.engine.seeding import restore_rng_state, rng_state
 from bench.errors import BenchError, DamagedFile, warn
@@ -63,6 +64,60 @@ class FitResult:
         return [h["eval_s"] for h in self.history]
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How the steps are executed, for speed on an accelerator (not in TrainerConfig: the run hash
+    does not know them yet). `fixed_shape`: every batch batch_size rows x max_len columns, the
+    partial batch dropped (its row count goes into the epoch's history as `dropped_rows`; this
+    changes what an epoch trains, so runs with it are not the default path's numbers).
+    `capture`: "compile" wraps the model's loss in torch.compile, "cudagraphs" in torch.compile's
+    reduce-overhead mode (CUDA graphs; needs fixed_shape to replay one graph). Both off by default;
+    on CPU neither is worth its compile time for these small models."""
+
+    fixed_shape: bool = False
+    capture: str = "off"
+
+    def __post_init__(self):
+        if self.capture not in ("off", "compile", "cudagraphs"):
+            raise BenchError(f"step capture {self.capture!r}: expected off, compile or cudagraphs")
+
+
+def loss_function(model, options: StepOptions) -> Callable:
+    if options.capture == "off":
+        return model.loss
+    mode = "reduce-overhead" if options.capture == "cudagraphs" else "default"
+    return torch.compile(model.loss, mode=mode, dynamic=False if options.fixed_shape else None)
+
+
+def train_epoch(model, optimizer, batches, cfg: TrainerConfig, autocast, loss_fn: Callable | None = None,
+                on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """One epoch's optimiser steps with no host synchronisation: the loss is summed on the device
+    (in float64, so the sum equals adding each loss's Python float as before) and the first
+    non-finite loss is remembered there. -> [3] float64 on the device: the loss sum, the index of
+    the first batch whose loss was not finite (-1: none), that loss. The caller reads it once."""
+    loss_fn = loss_fn or model.loss
+    device = next(model.parameters()).device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    bad_at = torch.full((), -1.0, dtype=torch.float64, device=device)
+    bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+    for b, batch in enumerate(batches):
+        with autocast:
+            loss = loss_fn(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        optimizer.step()
+        value = loss.detach().double()
+        total += value
+        first = (bad_at < 0) & ~torch.isfinite(value)
+        bad_at = torch.where(first, float(b), bad_at)
+        bad_loss = torch.where(first, value, bad_loss)
+        if on_step is not None:
+            on_step()
+    return torch.stack([total, bad_at, bad_loss])
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,14 +146,19 @@ def fit(
     checkpoint: Path | None = None,
     reporter: Reporter = SILENT,
     on_epoch: Callable[[int, float], None] | None = None,
+    step: StepOptions = StepOptions(),
 ) -> FitResult:
     """Train `model` in `stage` until early stopping; leaves the best-validation weights loaded.
 
+    The training rows live on the model's device for the whole fit and an epoch's steps never
+    wait for the device (see train_epoch): one read per epoch. A non-finite loss therefore stops
+    the run at the end of its epoch, naming the first batch that had one.
     `on_epoch(epoch, valid_value)` is called after each validation (e.g. Optuna pruning; it may
     raise to stop the run)."""
     device = next(model.parameters()).device
     mode = cfg.sample_mode or model.sample_mode_for(stage)
-    inp, tgt = make_rows(split.train, max_len, mode)
+    rows = ResidentRows(*make_rows(split.train, max_len, mode), device)
+    loss_fn = loss_function(model, step)
     optimizer = make_optimizer(model, cfg)
     data_order = torch.Generator().manual_seed(seed)
     result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 0
@@ -112,29 +172,20 @@ def fit(
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else contextlib.nullcontext()
     )
-    total = n_batches(len(inp), cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
             break
         model.train()
-        t0, loss_sum, done = time.perf_counter(), 0.0, 0
-        task = reporter.task(f"{stage} epoch {epoch}", total)
-        for b, batch in enumerate(iterate_batches(inp, tgt, cfg.batch_size, data_order, cfg.bucket_by_length)):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast:
-                loss = model.loss(batch)
-            if not torch.isfinite(loss):
-                kept = f"; last good checkpoint kept: {checkpoint}" if checkpoint else ""
-                raise BenchError(f"non-finite loss ({loss.item()}) in {stage} epoch {epoch} batch {b}{kept}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            optimizer.step()
-            loss_sum += loss.item()
-            done += 1
-            task.advance(status=f"loss {loss.item():.4f}")
+        t0 = time.perf_counter()
+        batches, dropped = rows.epoch(cfg.batch_size, data_order, cfg.bucket_by_length, step.fixed_shape)
+        task = reporter.task(f"{stage} epoch {epoch}", len(batches))
+        stats = train_epoch(model, optimizer, batches, cfg, autocast, loss_fn, task.advance)
+        loss_sum, bad_at, bad_loss = stats.tolist()  # the epoch's one host synchronisation
+        done = len(batches)
         task.close()
+        if bad_at >= 0:
+            kept = f"; last good checkpoint kept: {checkpoint}" if checkpoint else ""
+            raise BenchError(f"non-finite loss ({bad_loss}) in {stage} epoch {epoch} batch {int(bad_at)}{kept}")
         train_s = time.perf_counter() - t0
         valid = evaluate(model, split.valid, max_len, eval_cfg, device)
         value = valid.means.get(cfg.valid_metric)
@@ -142,7 +193,7 @@ def fit(
             raise BenchError(f"trainer.valid_metric {cfg.valid_metric!r} is not computed; valid: {sorted(valid.means)}")
         result.history.append(
             {"epoch": epoch, "loss": loss_sum / max(done, 1), cfg.valid_metric: value,
-             "train_s": train_s, "eval_s": valid.seconds}
+             "train_s": train_s, "eval_s": valid.seconds, **({"dropped_rows": dropped} if step.fixed_shape else {})}
         )
         if value > result.best_value:
             result.best_value, result.best_epoch, bad_epochs = value, epoch, 0

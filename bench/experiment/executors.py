@@ -1,9 +1,10 @@
-"""Run many cells: one after another in this process, or as Ray tasks on a local or existing cluster.
+"""Ray as an Experiment's executor: each pending cell one Ray task, on a local or existing cluster.
 
-`run_cells(specs, env, executor=...)` runs a list of specs (from Python, or behind `--executor ray`
-of `bench suite run`, `bench run` and `bench tune --seeds`). With executor="ray" each pending cell is one Ray task with declared resources
-(cpus/gpus per cell, fractional GPUs allowed), submitted longest-expected first; Ray retries a
-task whose worker or node died (max_retries). The driver alone writes its store: it claims each
+`Experiment.run(env, executor=RayOptions(...))` (bench/experiment/experiment.py; behind `--executor
+ray`, `--address` or `--jobs N` of `bench suite run`, `bench run` and `bench tune --seeds`) hands
+its cells to `run_on_ray`: one task per pending cell with declared resources (cpus/gpus per cell,
+fractional GPUs allowed), submitted longest-expected first; Ray retries a task whose worker or
+node died (max_retries). The driver alone writes its store: it claims each
 cell's run folder (the store's lock) while the cell is in flight, so a second driver on the same
 store skips it, and writes a returned record only if the store has none yet. Workers run in a
 node-local scratch home (bench/experiment/workers.py), so the cluster needs no shared filesystem.
@@ -18,13 +19,15 @@ import os
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.experiment.suites import SuiteRunReport
+from bench.experiment.experiment import Cell, ExperimentReport
 
-EXECUTORS = ("sequential", "ray")
+__all__ = ["EXECUTORS", "Cell", "RayOptions", "expected_costs", "run_on_ray", "tune_on_ray"]
+
+EXECUTORS = ("sequential", "ray")  # --executor: sequential = Experiment.run without an executor
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # records are small: a local cluster needs little shared memory
 POLL_S = 5.0
 MIN_IN_FLIGHT = 64  # cells submitted ahead of free slots (each holds its store lock while in flight)
@@ -43,26 +46,6 @@ REFERENCE_USERS = 2000  # EPOCH_COST's data size; costs scale linearly with prot
 
 
 @dataclass
-class Cell:
-    """One run to execute: its spec, run hash in the driver's store, and a label for messages."""
-
-    spec: object  # RunSpec
-    key: str
-    label: str
-    cost: float = 0.0
-
-
-@dataclass
-class CellsReport(SuiteRunReport):
-    """What happened to each cell, plus the records."""
-
-    records: dict[str, dict] = field(default_factory=dict)
-    keys: list[str] = field(default_factory=list)  # every cell's run hash, in the order given
-    hosts: dict[str, str] = field(default_factory=dict)  # key -> host that trained it (ray)
-    dashboard: str | None = None
-
-
-@dataclass
 class RayOptions:
     """Where and how cells run on Ray. address None: start a local cluster of `local_cpus` CPUs."""
 
@@ -73,6 +56,14 @@ class RayOptions:
     max_retries: int = 3
     include_dashboard: bool | None = None  # None: Ray's default (on when its dashboard is installed)
     poll_s: float = POLL_S
+
+    @property
+    def where(self) -> str:
+        return f"Ray ({self.address or 'local cluster'})"
+
+    def run(self, cells: list[Cell], env, force: bool, report: ExperimentReport) -> None:
+        """The executor protocol of Experiment.run: every cell as a Ray task."""
+        run_on_ray(cells, env, force, self, report)
 
     def check(self) -> None:
         if self.cpus_per_cell <= 0:
@@ -150,64 +141,7 @@ def _stored_records(store) -> Iterable[dict]:
         return
 
 
-# ---------------------------------------------------------------- the loop
-
-
-def run_cells(specs: list, env, executor: str = "sequential", force: bool = False,
-              labels: list[str] | None = None, ray_options: RayOptions | None = None) -> CellsReport:
-    """Run the specs whose records are missing (all with force) into env's store.
-
-    executor: "sequential" (this process) or "ray" (one task per cell, see RayOptions).
-    Returns a CellsReport whose `records` holds the record of every complete cell."""
-    from bench.engine.runner import run_hash
-
-    if executor not in EXECUTORS:
-        raise BenchError(f"--executor {executor!r}: valid: {', '.join(EXECUTORS)}")
-    labels = labels or [f"{s.model} / {s.dataset} / seed {s.seed}" for s in specs]
-    cells = [Cell(s, run_hash(s, env), label) for s, label in zip(specs, labels)]
-    if executor == "ray":
-        report = _run_on_ray(cells, env, force, ray_options or RayOptions())
-    else:
-        report = _run_sequential(cells, env, force)
-    report.keys = [c.key for c in cells]
-    return report
-
-
-def records_on_ray(specs: list, env, force: bool, opts: RayOptions) -> list[dict]:
-    """`bench run` on Ray: the records in spec order; runs held by another process are waited for."""
-    from bench.api import execute_specs
-
-    report = run_cells(specs, env, executor="ray", force=force, ray_options=opts)
-    if report.failed:
-        raise BenchError(f"{len(report.failed)} of {len(specs)} runs failed; first: {report.failed[0][1]}")
-    waited = dict(zip([k for k in report.keys if k in report.busy],
-                      execute_specs([s for s, k in zip(specs, report.keys) if k in report.busy], env)))
-    return [report.records.get(k) or waited[k] for k in report.keys]
-
-
-def _run_sequential(cells: list[Cell], env, force: bool) -> CellsReport:
-    from bench.engine.runner import execute
-    from bench.engine.store import RunBusy
-
-    started = time.perf_counter()
-    report = CellsReport()
-    for c in cells:
-        try:
-            key, record, ran = execute(c.spec, env, force=force)
-        except RunBusy:
-            env.reporter.info(f"{c.label}: running in another process, skipped")
-            report.busy.append(c.key)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the others
-            message = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-            env.reporter.info(f"{c.label}: FAILED: {message}")
-            report.failed.append((c.key, f"{c.label}: {message}"))
-            continue
-        (report.executed if ran else report.complete).append(key)
-        report.records[key] = record
-        env.reporter.info(f"{c.label}: {'finished' if ran else 'already complete'} -> {key}")
-    report.seconds = time.perf_counter() - started
-    return report
+# ---------------------------------------------------------------- the Ray executor
 
 
 @contextlib.contextmanager
@@ -256,13 +190,16 @@ def _slots(ray, opts: RayOptions) -> int:
     return max(slots, 0)
 
 
-def _run_on_ray(cells: list[Cell], env, force: bool, opts: RayOptions) -> CellsReport:
+def run_on_ray(cells: list[Cell], env, force: bool, opts: RayOptions, report: ExperimentReport) -> None:
+    """Run the cells whose records are missing (all with force) as Ray tasks; fills `report`."""
+    from bench.engine.runner import run_hash
     from bench.engine.store import RunBusy
     from bench.experiment.workers import run_cell
 
     started = time.perf_counter()
-    report = CellsReport()
     store = env.store
+    for c in cells:
+        c.key = c.key or run_hash(c.spec, env)
     pending = [c for c in cells if force or not store.is_complete(c.key)]
     for c in cells:
         if c not in pending:
@@ -273,8 +210,7 @@ def _run_on_ray(cells: list[Cell], env, force: bool, opts: RayOptions) -> CellsR
         c.cost = costs[c.key]
     pending.sort(key=lambda c: -c.cost)  # longest first: the last cells to finish are short ones
     if not pending:
-        report.seconds = time.perf_counter() - started
-        return report
+        return
     with ray_session(opts, env.reporter) as (ray, dashboard), contextlib.ExitStack() as all_claims:
         report.dashboard = dashboard
         if dashboard:
@@ -342,11 +278,9 @@ def _run_on_ray(cells: list[Cell], env, force: bool, opts: RayOptions) -> CellsR
             raise
         finally:
             progress.close()
-    report.seconds = time.perf_counter() - started
-    return report
 
 
-def _record(store, c: Cell, out: dict, force: bool, report: CellsReport, reporter) -> None:
+def _record(store, c: Cell, out: dict, force: bool, report: ExperimentReport, reporter) -> None:
     """Write a returned record unless the store already has one (check before write)."""
     if out["key"] != c.key:
         report.failed.append((c.key, f"{c.label}: worker returned run {out['key']}"))
@@ -361,7 +295,7 @@ def _record(store, c: Cell, out: dict, force: bool, report: CellsReport, reporte
     reporter.info(f"{c.label}: finished on {out.get('host')} -> {c.key}")
 
 
-def _status(report: CellsReport, in_flight: dict, queue: list[Cell], ray, opts: RayOptions, started: float,
+def _status(report: ExperimentReport, in_flight: dict, queue: list[Cell], ray, opts: RayOptions, started: float,
             done_cost: float) -> str:
     running = min(len(in_flight), _slots(ray, opts))
     remaining_cost = sum(c.cost for c, _ in in_flight.values()) + sum(c.cost for c in queue)

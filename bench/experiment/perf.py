@@ -22,15 +22,17 @@ def measure_ours(dataset: str, data_root: Path, home: Path, mode: str, batch_siz
     """Train SASRec for `epochs` epochs (each followed by a full validation pass)."""
     import torch
 
+    from bench import defaults
     from bench.engine.evaluator import EvalConfig
     from bench.engine.runner import RunEnv
     from bench.engine.seeding import seed_everything
     from bench.engine.spec import build_spec
     from bench.engine.trainer import TrainerConfig, fit
-    from bench.nn.model import ModelContext, get_model_class
+    from bench.nn.model import ModelContext
+    from bench.plugins import get_model_class
 
     env = RunEnv(data_root, home)
-    spec = build_spec(dataset, "leave_one_out", "sasrec", 0, {})
+    spec = build_spec(dataset, defaults.PROTOCOL, "sasrec", 0, {})
     split = env.split(spec)
     seed_everything(0)
     cls = get_model_class("sasrec")

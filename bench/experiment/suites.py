@@ -5,7 +5,12 @@ plus named variations (each a set of overrides, e.g. an ablation switch) and/or 
 over a list of values, each value a variation). Cells are variation x model x dataset x seed,
 in that order; every cell is one run of the runner, stored under its run hash, so rerunning a
 suite only executes the cells whose record is missing and `--shard k/N` (cells i with
-i % N == k - 1) splits the work across machines writing to one store.
+i % N == k - 1) splits the work across machines writing to one store. A suite runs as an
+Experiment (bench/experiment/experiment.py), here or on Ray.
+
+`include: <file>.yaml` (or a list) merges shared blocks, e.g. the budgets of bench/suites/_budgets.yaml,
+beneath the suite: paths relative to the including file, mappings merged key by key, the including
+file winning; a cycle is refused. Files starting with '_' are not suites.
 
 Override precedence (later wins): suite overrides, the suite's per-dataset overrides (e.g. a
 cross-domain suite's source for each target), the suite's per-model overrides, tuned parameters
@@ -22,13 +27,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bench import defaults
 from bench.engine.budgets import StageLimit, check_rules, limit_overrides
+from bench.engine.metrics import DEFAULT_METRICS
 from bench.engine.spec import RunSpec, build_spec, first_error
 from bench.errors import BenchError
+from bench.experiment.experiment import Cell as ExperimentCell
+from bench.experiment.experiment import Experiment, ExperimentReport, parse_shard, shard
+
+__all__ = ["Suite", "Cell", "cells", "experiment", "list_suites", "load_suite", "parse_shard", "run_suite",
+           "select", "shard"]
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 BUDGETS = ("quick", "cpu", "full")
-DEFAULT_METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"]
+INCLUDE = "include"  # a suite key: shared blocks (e.g. budgets) from other files, see resolve_includes
 
 
 class Budget(BaseModel):
@@ -63,7 +75,7 @@ class Suite(BaseModel):
     name: str
     title: str
     description: str = ""
-    protocol: str = "leave_one_out"
+    protocol: str = defaults.PROTOCOL
     datasets: list[str]
     models: list[str]
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -128,7 +140,7 @@ class Suite(BaseModel):
         return variation, model
 
     def arm_label(self, arm: tuple[str, str]) -> str:
-        from bench.nn.model import get_model_class
+        from bench.plugins import get_model_class
 
         variation, model = arm
         label = get_model_class(model).label or model
@@ -178,7 +190,7 @@ def suite_path(name: str) -> Path:
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
     path = SUITES_DIR / f"{name}.yaml"
-    if not path.exists():
+    if name.startswith("_") or not path.exists():  # _*.yaml hold shared blocks, not suites
         from bench.registry import unknown_name_message
 
         raise BenchError(unknown_name_message("suite", name, list_suites()))
@@ -186,21 +198,52 @@ def suite_path(name: str) -> Path:
 
 
 def list_suites() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.name.startswith("_"))
 
 
 def load_suite(name: str) -> Suite:
     path = suite_path(name)
+    data = resolve_includes(path)
+    try:
+        return Suite(**data)
+    except ValidationError as exc:
+        raise BenchError(f"{path}: {first_error(exc)}") from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merged key by key, anything else (a list too) replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve_includes(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """A suite file's mapping with the files its `include:` names (one or a list, each relative to
+    the including file, later ones winning) deep-merged beneath it: the including file wins."""
+    chain = (*_chain, path.resolve())
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise BenchError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: a suite is a mapping (name, title, datasets, models, ...)")
-    try:
-        return Suite(**data)
-    except ValidationError as exc:
-        raise BenchError(f"{path}: {first_error(exc)}") from None
+    names = data.pop(INCLUDE, None)
+    if names is None:
+        return data
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise BenchError(f"{path}: {INCLUDE}: a file name (relative to this file) or a list of them")
+    base: dict = {}
+    for name in names:
+        target = path.parent / name
+        if target.resolve() in chain:
+            cycle = " -> ".join(p.name for p in (*chain, target))  # from the suite file down
+            raise BenchError(f"{path}: {INCLUDE} cycle: {cycle}")
+        if not target.is_file():
+            raise BenchError(f"{path}: {INCLUDE} {name!r}: no such file {target}")
+        base = deep_merge(base, resolve_includes(target, chain))
+    return deep_merge(base, data)
 
 
 # ---------------------------------------------------------------- cells
@@ -239,24 +282,6 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
     return out
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
-        return 1, 1
-    k, sep, n = text.partition("/")
-    try:
-        k_i, n_i = int(k), int(n)
-    except ValueError:
-        k_i, n_i = 0, 0
-    if not sep or n_i < 1 or not 1 <= k_i <= n_i:
-        raise BenchError(f"--shard {text!r}: expected k/N with 1 <= k <= N, e.g. 2/4")
-    return k_i, n_i
-
-
-def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
-    """The i-th cells of the list with i % n == k - 1 (k is 1-based)."""
-    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
-
-
 def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
            models: list[str] | None = None, datasets: list[str] | None = None,
            variations: list[str] | None = None) -> list[Cell]:
@@ -279,52 +304,20 @@ def budget_label(budget: str) -> str:
     return f"{budget} budget"
 
 
-@dataclass
-class SuiteRunReport:
-    executed: list[str] = field(default_factory=list)
-    complete: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
+def experiment(suite: Suite, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
+               models: list[str] | None = None, datasets: list[str] | None = None,
+               variations: list[str] | None = None) -> Experiment:
+    """This shard's cells (of the named models / datasets / variations when given) as an Experiment."""
+    todo = select(suite, budget, shard_spec, models, datasets, variations)
+    label = budget_label(budget)
+    # sharded before specs are built: a shard builds (and so checks) its own cells only
+    return Experiment([ExperimentCell(c.spec(suite.protocol), label=c.describe(), meta={"cell": c}) for c in todo],
+                      name=f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}",
+                      tag=f"[{label}] ", announce_complete=False)
 
 
 def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
               force: bool = False, models: list[str] | None = None,
-              datasets: list[str] | None = None, variations: list[str] | None = None) -> SuiteRunReport:
-    """Execute this shard's cells whose records are missing (all of them with force)."""
-    import time
-
-    from bench.engine.runner import execute, run_hash
-    from bench.engine.store import RunBusy
-
-    started = time.perf_counter()
-    report = SuiteRunReport()
-    todo = select(suite, budget, shard_spec, models, datasets, variations)
-    label = budget_label(budget)
-    env.reporter.info(f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}: {len(todo)} cells")
-    store = env.store
-    for cell in todo:
-        spec = cell.spec(suite.protocol)
-        key = run_hash(spec, env)
-        if not force and store.is_complete(key):
-            report.complete.append(key)
-            continue
-        try:
-            key, _, ran = execute(spec, env, force=force)
-        except RunBusy:
-            env.reporter.info(f"[{label}] {cell.describe()}: running in another process, skipped")
-            report.busy.append(key)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the others
-            message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, BenchError) else str(exc)
-            env.reporter.info(f"[{label}] {cell.describe()}: FAILED: {message}")
-            if not isinstance(exc, BenchError):
-                import traceback
-
-                env.reporter.info(traceback.format_exc())
-            report.failed.append((key, f"{cell.describe()}: {message}"))
-            continue
-        (report.executed if ran else report.complete).append(key)
-        env.reporter.info(f"[{label}] {cell.describe()}: {'finished' if ran else 'already complete'} -> {key}")
-    report.seconds = time.perf_counter() - started
-    return report
+              datasets: list[str] | None = None, variations: list[str] | None = None) -> ExperimentReport:
+    """Execute this shard's cells whose records are missing (all of them with force), here."""
+    return experiment(suite, budget, shard_spec, models, datasets, variations).run(env, force=force)

@@ -111,7 +111,7 @@ def redact(url: str) -> str:
 
 def search_space(model: str, extra: dict[str, tuple] | None = None) -> dict[str, tuple]:
     """{override key: (kind, args...)} from the model's declared space plus `extra` entries."""
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     space = {f"{model}.{k}": tuple(v) for k, v in get_model_class(model).Config.search_space().items()}
     space.update({k: tuple(v) for k, v in (extra or {}).items()})

@@ -174,7 +174,7 @@ def load_item_features(
     image_slots: int | None = None,
     image_kind: str = "keywords",
     tagger_options: dict | None = None,
-    batch_size: int = 64,
+    batch_size: int = 256,  # strings per batch at most; TextEncoder also caps padded tokens per batch
     progress: bool = True,
     build: bool = True,  # False: None unless already cached (never encode)
 ) -> ItemFeatures | None:

@@ -19,13 +19,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from baselines.sasrec import SASRecConfig
 from bench.errors import BenchError
 from bench.features.inputs import FeatureInputs
 from bench.nn.model import ModelContext
+from bench.nn.transformer import TransformerConfig
 
 
-class ContentConfig(FeatureInputs, SASRecConfig):
+class ContentConfig(FeatureInputs, TransformerConfig):
     """SASRec's Transformer fields (hidden 64, 2x2, FFN 256, dropout 0.2) plus the feature inputs."""
 
     mlp_hidden: int = Field(64, gt=0)

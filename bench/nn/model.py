@@ -1,4 +1,5 @@
-"""The model interface every recommender in the harness implements, and the model registry.
+"""The model interface every recommender in the harness implements, and the model registry
+(filled as model modules are imported: look models up through bench.plugins).
 
 A model computes a training loss from a batch and scores users' histories against all items;
 it never opens files, splits data or computes metrics.
@@ -83,6 +84,9 @@ class SeqRecModel(nn.Module):
     trainer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # per stage, e.g. {"pretrain": {"lr": 1e-3}}
     # whether the training loss restricts its classes to ctx.train_classes (next_item_ce does)
     honours_train_classes: ClassVar[bool] = True
+    # whether a model whose config reads item features still builds without them (ctx.features None),
+    # from a documented fallback it reports; otherwise a content model refuses such a context
+    features_optional: ClassVar[bool] = False
     # Bumped whenever the model's numbers change for an unchanged config: it enters the run hash,
     # and tests/test_numerics_versions.py fails when outputs move without a bump.
     numerics_version: ClassVar[int] = 1
@@ -182,18 +186,8 @@ class PretrainFinetune(SeqRecModel):
         return spec
 
 
+# Filled by the model modules as they are imported; bench.plugins imports them all (look models up there).
 MODELS: Registry[type[SeqRecModel]] = Registry("model")
-
-
-def load_model_packages() -> None:
-    """Import the packages whose modules register models."""
-    import baselines  # noqa: F401
-    import msm4sr  # noqa: F401
-
-
-def get_model_class(name: str) -> type[SeqRecModel]:
-    load_model_packages()
-    return MODELS.get(name)
 
 
 def full_precision(device: torch.device):

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from bench.nn.model import ModelConfig
+
+
+class TransformerConfig(ModelConfig):
+    """SASRec's Transformer fields (hidden 64, 2x2, FFN 256, dropout 0.2): the base of every
+    Transformer model's config. It lives with the layer, not with a model, so shared layers
+    (bench.nn.feature_mlp) build on it without importing a model package."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    ffn: int = 256
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @classmethod
+    def search_space(cls):
+        return {"dropout": ("float", 0.1, 0.5), "hidden": ("categorical", [64, 128])}
 
 
 class SequenceTransformer(nn.Module):

@@ -1,4 +1,6 @@
-"""Results tables: mean +- std over seeds of test metrics, rendered for a terminal or a file."""
+"""Console tables of ad-hoc records (`bench run`, `bench tune --seeds`, the API): the rows of
+bench.report.tables (one aggregation: mean ± std over seeds, values stored or computed from the
+stored ranks), formatted as a DataFrame of strings for a terminal (rich) or a file (md, csv, latex)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
-DEFAULT_METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50")
+from bench.engine.metrics import DEFAULT_METRICS
 
 
 def records_frame(records: list[dict], split: str = "test") -> pd.DataFrame:
+    """One row per run (no aggregation): model, dataset, protocol, seed, best epoch, its metrics."""
     rows = []
     for r in records:
         rows.append({
@@ -20,16 +23,16 @@ def records_frame(records: list[dict], split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary(records: list[dict], metrics=DEFAULT_METRICS, split: str = "test") -> pd.DataFrame:
-    """One row per (dataset, protocol, model): 'mean ± std' strings and the seed count."""
-    df = records_frame(records, split)
-    keys = ["dataset", "protocol", "model"]
-    grouped = df.groupby(keys, sort=False)
-    out = grouped.size().rename("seeds").reset_index()
-    for m in metrics:
-        mean, std = grouped[m].mean().values, grouped[m].std(ddof=1).fillna(0.0).values
-        out[m] = [f"{a:.4f} ± {s:.4f}" if n > 1 else f"{a:.4f}" for a, s, n in zip(mean, std, out["seeds"])]
-    return out
+def summary(records: list[dict], metrics=DEFAULT_METRICS, split: str = "test", store=None) -> pd.DataFrame:
+    """One row per (dataset, protocol, model): 'mean ± std' strings and the seed count. A metric
+    the records do not hold is computed from the ranks stored in `store`."""
+    from bench.report.tables import cell_text, records_rows
+    from bench.report.values import RunValues
+
+    rows = records_rows(records, metrics, split, RunValues(store))
+    return pd.DataFrame([{"dataset": r.dataset, "protocol": r.arm[0], "model": r.label, "seeds": r.n_done,
+                          **{m: cell_text(r, m, "text") for m in metrics}} for r in rows],
+                        columns=["dataset", "protocol", "model", "seeds", *metrics])
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:

@@ -23,14 +23,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from bench.engine.metrics import DEFAULT_METRICS, RANK_KEYS
 from bench.errors import BenchError
-from protocols.base import EvalCases
+from protocols.base import MAIN_TEST, EvalCases
 
 DIMENSIONS = ("popularity", "length")
 POPULARITY_SHARES = (0.2, 0.5)  # cumulative interaction shares closing head and torso
 LENGTH_EDGES = (1, 4, 8, 16)  # bucket i = [edges[i], edges[i+1]); the last is open
 POPULARITY_BUCKETS = ("head", "torso", "tail", "unseen")
-DEFAULT_METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
 
 
 def parse_by(text: str | Sequence[str]) -> list[str]:
@@ -85,7 +85,7 @@ def case_buckets(cases: EvalCases, train_counts: np.ndarray, by: str,
 def stratify(per_user: dict[str, np.ndarray], cases: EvalCases, train_counts: np.ndarray,
              by: Sequence[str] = DIMENSIONS, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """Rows (by, bucket) with cases, share and per-bucket metric means; empty buckets are omitted."""
-    metrics = list(metrics or per_user.keys())
+    metrics = list(metrics or (k for k in per_user if k not in RANK_KEYS))
     n = len(cases)
     for m in metrics:
         if m not in per_user:
@@ -153,21 +153,27 @@ def stratified_tables(records: Sequence[dict], env, by: Sequence[str], metrics: 
     test metrics bucketed by `by`. `env` is the RunEnv that ran them (splits, results store).
     Parts default to 'test' and every 'test:<name>' extra test set the records carry."""
     from bench.engine.spec import RunSpec
+    from bench.report.values import RunValues
 
+    values = RunValues(env.store)  # stored metrics, or computed from the stored ranks
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         spec = r["spec"]
         groups.setdefault((spec["dataset"], spec["protocol"], canonical(spec["protocol_params"])), []).append(r)
     out = []
     for (dataset, protocol, _), recs in groups.items():
-        split = env.split(RunSpec.model_validate(recs[0]["spec"]))
+        try:
+            split = env.split(RunSpec.model_validate(recs[0]["spec"]))
+        except BenchError as exc:  # tables and figures need records only; strata need the data too
+            raise BenchError(f"strata (--by) need the raw data of {dataset} (users are bucketed by the split's "
+                             f"item counts and history lengths, which records do not hold): {exc}") from None
         counts = split.train.item_counts(split.n_items)
-        test = split.unlock_test()
-        extra = getattr(split, "extra_test", {})
+        split.unlock_test()
+        test_sets = split.test_sets()  # stored as 'test' (the main set) and 'test:<name>'
         wanted = parts or ["test", *(p for p in extra_parts(recs) if p.startswith("test:"))]
         for part in wanted:
-            cases = test if part == "test" else extra[part.split(":", 1)[1]]
-            runs = [(r["label"], env.store.per_user(r["run_hash"])[part]) for r in recs]
+            cases = test_sets[part.partition(":")[2] or MAIN_TEST]
+            runs = [(r["label"], {m: values.per_user(r["run_hash"], r, part, m) for m in metrics}) for r in recs]
             kind = recs[0]["protocol"].get("kind")
             name = f"{protocol} ({kind})" if kind else protocol
             title = f"{dataset} / {name}: {'test' if part == 'test' else part_title(part, recs)} by {', '.join(by)}"

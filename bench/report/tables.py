@@ -4,6 +4,10 @@ test metrics, corrected over the declared family), rendered as Markdown, LaTeX o
 
 Every table comes with a sidecar JSON that maps each (dataset, row, seed) to its run hash in the
 store, with the comparisons' statistics, so any number can be traced to its run record.
+
+A table needs the records alone (bench.report.values: metrics stored, or computed from the stored
+ranks); its rows and their aggregation also make the console tables (bench.report.console); its
+caption is written by bench.report.captions.
 """
 
 from __future__ import annotations
@@ -18,13 +22,19 @@ from typing import Any
 import numpy as np
 
 from bench.engine.budgets import training_limits
+from bench.engine.spec import spec_key as spec_hash
 from bench.errors import BenchError
 from bench.experiment.suites import Suite, budget_label, cells
-from bench.hashing import canonical_json, hash_obj
-from bench.nn.model import get_model_class
+from bench.hashing import canonical_json
+from bench.plugins import get_model_class
 from bench.report import stats
-
-SIG_MARK = "†"
+from bench.report.captions import (
+    CAP_MARK,
+    SIG_MARK,
+    _chance_note,  # noqa: F401  (its tests import it from here)
+    caption,
+    split_counts,
+)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Row:
     shared_pretraining: bool = False  # an earlier stage shared by every seed (trainer.<stage>.shared_seed)
     same_as: str | None = None  # the label of an earlier row with exactly these results
     untested: bool = False  # judged on other test users than the reference: no paired test
+    uncomputed: list[str] = field(default_factory=list)  # metrics its records can give no value of (say why)
 
     @property
     def n_done(self) -> int:
@@ -66,6 +77,10 @@ class SuiteTable:
     @property
     def metrics(self) -> list[str]:
         return self.suite.metrics
+
+    @property
+    def budget_label(self) -> str:
+        return budget_label(self.budget)
 
     def sidecar(self) -> dict:
         return {
@@ -115,44 +130,71 @@ def records_by_spec(store) -> dict[str, list[tuple[str, dict]]]:
     the raw data (a run hash also keys the dataset's content, which needs the files)."""
     index: dict[str, list[tuple[str, dict]]] = {}
     for key, record in store.records():
-        index.setdefault(hash_obj(record["spec"]), []).append((key, record))
+        index.setdefault(spec_hash(record["spec"]), []).append((key, record))
     return index
 
 
-def _find_run(cell_spec, index, env, data_ok: dict) -> tuple[str, dict | None]:
-    """(run hash, record or None) of a cell. With the raw data at hand the run hash decides (it
-    also keys the dataset's content); without it, the record of the same spec (the newest if
-    several: runs on different versions of the data)."""
-    found = index.get(hash_obj(cell_spec.model_dump()), [])
-    if data_ok.setdefault(cell_spec.dataset, True):
-        from bench.engine.runner import run_hash
-
-        try:
-            key = run_hash(cell_spec, env)
-            return key, next((r for k, r in found if k == key), None)
-        except BenchError:
-            data_ok[cell_spec.dataset] = False
-    if found:
-        return max(found, key=lambda kr: kr[1].get("provenance", {}).get("finished_at", ""))
-    return hash_obj(cell_spec.model_dump()), None
-
-
-def suite_records(suite: Suite, env, budget: str):
-    """(cell, run hash, record or None) of every cell of the suite at the budget."""
-    index, data_ok = records_by_spec(env.store), {}
+def suite_records(suite: Suite, store, budget: str):
+    """(cell, run hash, record or None) of every cell of the suite at the budget, found by the
+    cell's spec among the store's records: the records alone, no raw data read or hashed. When
+    runs of one spec on different versions of the data exist, the newest record is the cell's (a
+    missing cell's key is its spec's hash, which no run has). `store`: a ResultStore, or anything
+    with one as `.store` (RunEnv, RecordsEnv)."""
+    index = records_by_spec(getattr(store, "store", store))
     for cell in cells(suite, budget):
-        key, record = _find_run(cell.spec(suite.protocol), index, env, data_ok)
+        spec_key = spec_hash(cell.spec(suite.protocol))
+        found = index.get(spec_key)
+        key, record = max(found, key=lambda kr: kr[1].get("provenance", {}).get("finished_at", "")) \
+            if found else (spec_key, None)
         yield cell, key, record
 
 
-def build_table(suite: Suite, env, budget: str = "full", split: str = "test") -> SuiteTable:
+def aggregate(row: Row, done: list[tuple[str, dict]], metrics, split: str, values) -> None:
+    """Mean and std (ddof 1) over the row's complete runs [(run hash, record)] of each metric: the
+    one aggregation behind suite tables and console tables. Values come from `values`
+    (bench.report.values.RunValues): stored, or computed from the stored ranks."""
+    for m in metrics:
+        try:
+            vals = [values.mean(h, r, split, m) for h, r in done]
+        except BenchError as exc:  # e.g. a metric registered after runs that predate stored ranks
+            row.uncomputed.append(f"{m} ({exc})")
+            vals = []
+        if vals:
+            row.means[m] = float(np.mean(vals))
+            row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+        row.marks[m] = set()
+
+
+def records_rows(records: list[dict], metrics, split: str = "test", values=None) -> list[Row]:
+    """Rows of ad-hoc records (`bench run`, `bench tune --seeds`, the API): one per (dataset,
+    protocol, label) in order of appearance, aggregated as a suite table's rows are."""
+    from bench.report.values import RunValues
+
+    values = values or RunValues()
+    groups: dict[tuple[str, str, str], dict] = {}
+    for r in records:  # the same run listed twice counts once
+        key = (r["dataset"]["name"], r["protocol"]["protocol"], r["label"])
+        groups.setdefault(key, {})[r.get("run_hash") or id(r)] = r
+    rows = []
+    for (dataset, protocol, label), runs in groups.items():
+        done = [(h if isinstance(h, str) else "", r) for h, r in runs.items()]
+        row = Row(dataset, (protocol, label), label, {i: h for i, (h, _) in enumerate(done)})  # n_done = runs
+        aggregate(row, done, metrics, split, values)
+        rows.append(row)
+    return rows
+
+
+def build_table(suite: Suite, store, budget: str = "full", split: str = "test") -> SuiteTable:
     """Gather the suite's complete records from the store (records alone: no raw data needed)
-    and compute the marks."""
-    store = env.store
+    and compute the marks. `store`: a ResultStore, or anything with one as `.store`."""
+    from bench.report.values import RunValues
+
+    store = getattr(store, "store", store)
+    values = RunValues(store)
     by_row: dict[tuple[str, tuple[str, str]], Row] = {}
     records: dict[str, dict] = {}
     run_keys: dict[int, list[str]] = {}  # id(row) -> its runs' hashes, complete or not
-    for cell, key, record in suite_records(suite, env, budget):
+    for cell, key, record in suite_records(suite, store, budget):
         row = by_row.setdefault(
             (cell.dataset, cell.arm),
             Row(cell.dataset, cell.arm, suite.arm_label(cell.arm), {}, tuned_from=cell.tuned_from),
@@ -166,13 +208,8 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
     rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
                           run_keys, records)
     for row in rows:
+        aggregate(row, [(h, records[h]) for h in row.seeds.values() if h is not None], suite.metrics, split, values)
         done = [records[h] for h in row.seeds.values() if h is not None]
-        for m in suite.metrics:
-            vals = [r["metrics"][split][m] for r in done]
-            if vals:
-                row.means[m] = float(np.mean(vals))
-                row.stds[m] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-            row.marks[m] = set()
         row.cost = run_cost(done)
         row.capped = sum(bool(capped_stages(r)) for r in done)
         row.below_need = sorted({f"{st} {'/'.join(v['below_need'])}" for r in done
@@ -188,7 +225,7 @@ def build_table(suite: Suite, env, budget: str = "full", split: str = "test") ->
         ds_rows = [r for r in rows if r.dataset == d and not r.same_as]
         for m in suite.metrics:
             _rank_marks(ds_rows, m)
-    comparisons = _significance(suite, [r for r in rows if not r.same_as], store, split)
+    comparisons = _significance(suite, [r for r in rows if not r.same_as], values, records, split)
     ties = next(iter(records.values()))["spec"]["evaluation"]["ties"] if records else "pessimistic"
     table = SuiteTable(suite, budget, rows, comparisons, "", ties)
     one_per_dataset = {r["dataset"]["name"]: r for r in records.values() if "dataset" in r}  # one split each
@@ -312,24 +349,21 @@ def _rank_marks(rows: list[Row], metric: str) -> None:
             r.marks[metric].add("second")
 
 
-def _significance(suite: Suite, rows: list[Row], store, split: str) -> list[dict]:
+def _significance(suite: Suite, rows: list[Row], values, records: dict[str, dict], split: str) -> list[dict]:
     ref_arm = suite.reference_arm()
     if ref_arm is None:
         return []
     sig = suite.significance
-    cache: dict[str, dict] = {}
 
-    def per_user(h: str) -> dict:
-        if h not in cache:
-            cache[h] = store.per_user(h)[split]
-        return cache[h]
+    def per_user(h: str, m: str):  # stored, or computed from the stored ranks
+        return values.per_user(h, records[h], split, m)
 
     groups: dict[tuple, list[tuple[Row, stats.PairedComparison]]] = {}
     for ref in (r for r in rows if r.arm == ref_arm and r.n_done):
         for row in (r for r in rows if r.dataset == ref.dataset and r.arm != ref_arm and r.n_done):
-            for m in suite.metrics:
-                a = {s: per_user(h)[m] for s, h in ref.seeds.items() if h is not None}
-                b = {s: per_user(h)[m] for s, h in row.seeds.items() if h is not None}
+            for m in (m for m in suite.metrics if m in ref.means and m in row.means):
+                a = {s: per_user(h, m) for s, h in ref.seeds.items() if h is not None}
+                b = {s: per_user(h, m) for s, h in row.seeds.items() if h is not None}
                 if {len(v) for v in a.values()} != {len(v) for v in b.values()}:
                     # other test users (e.g. data.dedup removed some): no paired test is possible
                     row.untested = True
@@ -351,127 +385,10 @@ def _significance(suite: Suite, rows: list[Row], store, split: str) -> list[dict
     return out
 
 
-def caption(table: SuiteTable) -> str:
-    s = table.suite
-    seeds = sorted({len(r.seeds) for r in table.rows})
-    seed_text = "/".join(str(x) for x in seeds)
-    parts = [
-        f"{s.title} ({budget_label(table.budget)}).",
-        f"{', '.join(dict.fromkeys(r.dataset for r in table.rows))}; {s.protocol}, test split, full ranking "
-        f"({table.ties} ties); mean ± std over {seed_text} seeds.",
-        "Best in bold, second best underlined.",
-        *_chance_note(table),
-        *_split_note(table),
-    ]
-    ref = s.reference_arm()
-    if ref is not None:
-        sig = s.significance
-        family = ("the comparisons with the reference in each dataset and metric"
-                  if sig.family == "per_dataset_metric" else "every comparison in the table")
-        parts.append(
-            f"{SIG_MARK}: significantly different from {s.arm_label(ref)} "
-            f"({stats.caption_text(sig.test, sig.correction, sig.alpha, family)})."
-        )
-    parts += _tuning_note(table)
-    parts += _trust_notes(table)
-    missing = [r for r in table.rows if r.n_done < len(r.seeds)]
-    if missing:
-        parts.append(f"{len(missing)} row(s) incomplete (seeds done shown as k/n).")
-    return " ".join(parts)
-
-
-CAP_MARK = "‡"
-
-
-def _trust_notes(table: SuiteTable) -> list[str]:
-    """What a reader needs to trust the numbers: runs cut short by an epoch cap, rows that are one
-    run, rows that repeat another, how pre-training varies over seeds, image coverage."""
-    notes = []
-    done = [r for r in table.rows if r.n_done]
-    capped = [r for r in done if r.capped]
-    cells = sum(r.n_done for r in done)
-    notes.append(f"{CAP_MARK} k/n: k of n seeds stopped by the epoch cap while still improving (best epoch "
-                 f"within the patience window of the cap); {sum(r.capped for r in capped)} of {cells} runs "
-                 f"flagged." if capped else f"No run stopped by its epoch cap while improving ({cells} runs).")
-    untested = [r.label for r in done if r.untested]
-    if untested:
-        notes.append(f"Not tested against the reference (other test users, e.g. after data.dedup): "
-                     f"{', '.join(untested)}.")
-    below = [f"{r.label} ({', '.join(r.below_need)})" for r in done if r.below_need]
-    if below:
-        notes.append(f"Trained below the model's declared need by this budget (bench/engine/budgets.py): {'; '.join(below)}.")
-    single = [r.label for r in done if r.n_done > 1 and r.distinct == 1]
-    if single:
-        notes.append(f"One run (every seed gave identical results, nothing seeded trained): {', '.join(single)}.")
-    same = [f"{r.label} = {r.same_as}" for r in done if r.same_as]
-    if same:
-        notes.append(f"Rows with exactly another row's results (the same model), not ranked or tested: "
-                     f"{'; '.join(same)}.")
-    staged = [r for r in done if len(r.cost.get("s_per_epoch", {})) > 1]
-    if staged:
-        shared = [r.label for r in staged if r.shared_pretraining]
-        notes.append(f"Pre-training shared by every seed (seed 0), so its ± omits pre-training variance: "
-                     f"{', '.join(shared)}." if shared else "Each seed has its own pre-training.")
-    if table.uses_images and table.coverage:
-        notes.append("Image coverage: " + "; ".join(
-            f"{d} {c['image']['items']:,} of {c['items']:,} items ({c['image']['interaction_share']:.0%} of "
-            f"interactions)" for d, c in table.coverage.items() if "image" in c) + ".")
-    return notes
-
-
-COUNT_WORDS = ("cases", "users", "items", "interactions", "sequences", "targets")
-
-
-def split_counts(definition: dict) -> dict[str, int]:
-    """The integer counts of a protocol definition (cases, users, items... it affects)."""
-    return {k: v for k, v in definition.items()
-            if isinstance(v, int) and not isinstance(v, bool) and not k.startswith(("min_", "max_"))
-            and any(w in k for w in COUNT_WORDS)}
-
-
-def _split_note(table: SuiteTable) -> list[str]:
-    """Every model and seed of a cell shares one split (seeded by the protocol): say what it holds."""
-    if table.suite.protocol == "leave_one_out":
-        return []
-    return [f"Split of {d}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()) + "."
-            for d, counts in table.split_counts.items() if counts]
-
-
-def _chance_note(table: SuiteTable) -> list[str]:
-    """What a uniformly random ranking scores: Recall@K = K / items (the floor ID models fall to on
-    strict cold items)."""
-    ks = [int(m.split("@")[1]) for m in table.metrics if m.startswith("Recall@")]
-    if not ks or not table.n_items:
-        return []
-    parts = [f"{d} ({n:,} items): " + ", ".join(f"@{k} {k / n:.4f}" for k in ks) for d, n in table.n_items.items()]
-    return [f"Chance Recall (random ranking) on {'; '.join(parts)}."]
-
-
-def _tuning_note(table: SuiteTable) -> list[str]:
-    """Which rows use tuned parameters, and whether their tuning budgets were equal."""
-    if not table.suite.params_from:
-        return []
-    import json
-
-    from bench.experiment.tuning import load_best
-
-    budgets = {r.tuned_from: load_best(r.tuned_from)["budget"] for r in table.rows if r.tuned_from}
-    untuned = sorted({r.label for r in table.rows if not r.tuned_from})
-    notes = []
-    distinct = {json.dumps(b, sort_keys=True) for b in budgets.values()}
-    if len(distinct) == 1:
-        notes.append(f"Hyper-parameters tuned on validation with an equal budget ({next(iter(distinct))}).")
-    elif distinct:
-        notes.append(f"WARNING: tuning budgets differ across rows ({', '.join(sorted(distinct))}).")
-    if untuned:
-        notes.append(f"Default (untuned) hyper-parameters: {', '.join(untuned)}.")
-    return notes
-
-
 # ---------------------------------------------------------------- rendering
 
 
-def _cell_text(row: Row, metric: str, fmt: str) -> str:
+def cell_text(row: Row, metric: str, fmt: str) -> str:
     if metric not in row.means:
         return "—" if fmt != "latex" else "--"
     pm = " $\\pm$ " if fmt == "latex" else " ± "
@@ -510,7 +427,7 @@ def render(table: SuiteTable, fmt: str) -> str:
         raise BenchError(f"unknown format {fmt!r}; valid: md, latex, csv")
     several = len({r.dataset for r in table.rows}) > 1
     header = (["Dataset"] if several else []) + ["Model"] + table.metrics
-    body = [([r.dataset] if several else []) + [row_label(r)] + [_cell_text(r, m, fmt) for m in table.metrics]
+    body = [([r.dataset] if several else []) + [row_label(r)] + [cell_text(r, m, fmt) for m in table.metrics]
             for r in table.rows]
     if fmt == "md":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -21,8 +21,9 @@ import torch
 from bench.data.amazon_raw import read_amazon_raw
 from bench.engine.batching import iterate_batches, make_rows
 from bench.engine.evaluator import EvalConfig, evaluate
-from bench.nn.model import ModelContext, get_model_class
+from bench.nn.model import ModelContext
 from bench.nn.softmax_ce import softmax_ce
+from bench.plugins import get_model_class
 from protocols import PROTOCOLS
 
 USERS = 2000

@@ -140,21 +140,17 @@ def suite_summary(sb: SuiteBuild, records: dict[str, dict]) -> dict:
     }
 
 
-def _pairwise_pvalues(rows, store, metric: str, test: str, correction: str,
-                      cache: dict[str, dict] | None = None) -> np.ndarray:
+def _pairwise_pvalues(rows, store, metric: str, test: str, correction: str, values=None) -> np.ndarray:
     """Adjusted p-values of every pair of rows (one family per dataset and metric), with the
     suite's test and correction; NaN where a pair cannot be tested (e.g. different cases).
-    `cache`: run hash -> its test arrays, shared over the metrics of a page."""
-    cache = {} if cache is None else cache
+    `values`: a RunValues (stored arrays, or computed from the stored ranks) shared over the
+    metrics of a page."""
+    from bench.report.values import RunValues
+
+    values = values or RunValues(store)
 
     def arrays(row) -> dict[int, np.ndarray]:
-        out = {}
-        for s, h in row.seeds.items():
-            if h is not None:
-                if h not in cache:
-                    cache[h] = store.per_user(h)["test"]
-                out[s] = cache[h][metric]
-        return out
+        return {s: values.per_user(h, None, "test", metric) for s, h in row.seeds.items() if h is not None}
 
     n = len(rows)
     pairs, raw = [], []
@@ -181,8 +177,7 @@ def _pairwise_pvalues(rows, store, metric: str, test: str, correction: str,
 
 
 def suite_context(sb: SuiteBuild, env: RecordsEnv, strata: list[tuple[str, Any]] | None = None) -> dict:
-    from bench.report.tables import SIG_MARK, row_label
-    from bench.report.tables import _cell_text as cell_text  # the text `bench table` prints, without markup
+    from bench.report.tables import SIG_MARK, cell_text, row_label  # cell_text: what `bench table` prints
 
     table, suite = sb.table, sb.suite
     records = env.records
@@ -216,7 +211,9 @@ def suite_context(sb: SuiteBuild, env: RecordsEnv, strata: list[tuple[str, Any]]
     ref_arm = suite.reference_arm()
     datasets = list(dict.fromkeys(r.dataset for r in table.rows if r.n_done))  # figures of datasets with runs
     figures: dict[str, list[dict]] = {}  # dataset -> [{kind, metric, html}]
-    per_user: dict[str, dict] = {}
+    from bench.report.values import RunValues
+
+    values = RunValues(env.store)
     for d in datasets:
         rows = [r for r in table.rows if r.dataset == d and r.n_done and not r.same_as]  # as the table ranks
         figs = figures.setdefault(d, [])
@@ -237,13 +234,13 @@ def suite_context(sb: SuiteBuild, env: RecordsEnv, strata: list[tuple[str, Any]]
                                   f"{d}: {m}, row means with 95% paired-bootstrap CI vs the reference")
             figs.append({"kind": "dot", "metric": m, "html": charts.embed(fig, div)})
             if len(rows) > 1:
-                matrix = _pairwise_pvalues(rows, env.store, m, sig.test, sig.correction, per_user)
+                matrix = _pairwise_pvalues(rows, env.store, m, sig.test, sig.correction, values)
                 fig = charts.pvalue_heatmap([r.label for r in rows], matrix, sig.alpha,
                                             f"{d}: {m}, adjusted p between rows")
                 figs.append({"kind": "heat", "metric": m, "html": charts.embed(fig, f"heat-{slug(d)}-{slug(m)}")})
             parts = _extra_parts([records[h] for r in rows for h in r.seeds.values() if h])
             if parts:
-                series = {r.label: [float(np.mean([records[h]["metrics"][p][m] for h in r.seeds.values() if h]))
+                series = {r.label: [float(np.mean([values.mean(h, records[h], p, m) for h in r.seeds.values() if h]))
                                     for p in ["test", *parts]] for r in rows}
                 fig = charts.grouped_bars(["test", *parts], series, m, "test set",
                                           f"{d}: {m} on each test set the records carry")
@@ -286,7 +283,7 @@ def suite_context(sb: SuiteBuild, env: RecordsEnv, strata: list[tuple[str, Any]]
 def _stage_ordered(model: str, per_stage: dict) -> dict:
     """Stages in the order the model runs them (records sort keys: 'finetune' before 'pretrain'),
     so the last entry is the final stage."""
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     try:
         order = list(get_model_class(model).stages)
@@ -327,7 +324,7 @@ def run_context(run_hash: str, record: dict, store, in_suites: list[dict]) -> di
     spec = record["spec"]
     info = stop_info(record)
     history = record.get("history") or {}
-    from bench.nn.model import get_model_class
+    from bench.plugins import get_model_class
 
     try:
         order = list(get_model_class(spec["model"]).stages)

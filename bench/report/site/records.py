@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench.engine.spec import hashed_spec
 from bench.engine.store import ResultStore
 from bench.errors import BenchError
 from bench.hashing import canonical_json, hash_obj
@@ -58,7 +59,7 @@ def _split_key(spec: dict) -> str:
 
 def record_hash(record: dict) -> str:
     """The run hash as `bench.engine.runner.run_hash` computes it, from the record's own fields."""
-    return hash_obj({"spec": record["spec"], "dataset": record["dataset"]["content_hash"],
+    return hash_obj({"spec": hashed_spec(record["spec"]), "dataset": record["dataset"]["content_hash"],
                      "protocol": record["protocol"]})
 
 
