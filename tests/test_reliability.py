@@ -86,3 +86,20 @@ def test_git_revision_is_the_senders_when_given(monkeypatch):
     assert local != "abc123"
     monkeypatch.setenv("BENCH_GIT_REVISION", "abc123")
     assert git_revision() == "abc123"
+
+
+def test_git_revision_is_read_when_the_process_starts(monkeypatch):
+    """Editing or committing the tree during a long suite must not rename the code of its records."""
+    import subprocess
+
+    from bench.engine import provenance
+
+    monkeypatch.delenv("BENCH_GIT_REVISION", raising=False)
+    before = provenance.git_revision()
+
+    def no_git(*a, **k):
+        raise AssertionError("git read after import")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert provenance.git_revision() == before != "unknown"
+

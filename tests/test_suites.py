@@ -432,3 +432,19 @@ def test_table_says_which_rows_a_budget_trained_below_their_declared_need(tmp_pa
     table = build_table(suite, env, "full")
     assert "declared need" in table.caption and "BERT4Rec (train epochs)" in table.caption
     assert "Pop (" not in table.caption
+
+
+def test_a_budget_raises_one_variations_epochs_past_its_cap(tmp_path):
+    """variation_overrides are the budget's own word: the cap does not cut them, the other
+    variations keep the cap, and a name that is no variation is refused."""
+    fields = {"models": ["sasrec"], "variations": {"base": {}, "long": {"sasrec.layers": 2}},
+              "overrides": {"protocol.max_users": 200, "trainer.epochs": 300},
+              "cpu": {"training": {"*": {"epochs_cap": 100, "patience_cap": 10}},
+                      "variation_overrides": {"long": {"trainer.epochs": 150}}}}
+    suite = load_suite(str(write_suite(tmp_path, **fields)))
+    epochs = {c.variation: c.spec(suite.protocol).trainer["train"].epochs for c in cells(suite, "cpu")}
+    assert epochs == {"base": 100, "long": 150}
+    fields["cpu"]["variation_overrides"] = {"lnog": {"trainer.epochs": 150}}
+    bad = load_suite(str(write_suite(tmp_path, **fields)))
+    with pytest.raises(BenchError, match="variation_overrides names no variation: lnog"):
+        cells(bad, "cpu")

@@ -51,6 +51,10 @@ def git_revision() -> str:
     # a copied tree (a cluster node, a lent GPU machine) may carry no .git or a stale one: the sender says
     if os.environ.get("BENCH_GIT_REVISION"):
         return os.environ["BENCH_GIT_REVISION"]
+    return _REVISION_AT_IMPORT
+
+
+def _tree_revision() -> str:
     root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -58,6 +62,11 @@ def git_revision() -> str:
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+# Read once, when the process imports the engine: a record names the code this process runs, not
+# the tree as edited while a long suite was training.
+_REVISION_AT_IMPORT = _tree_revision()
 
 
 def provenance() -> dict:

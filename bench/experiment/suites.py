@@ -52,6 +52,8 @@ class Budget(BaseModel):
     training: dict[str, StageLimit] = Field(default_factory=dict)
     overrides: dict[str, Any] = Field(default_factory=dict)
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # per variation, e.g. a longer fine-tuning where one variant is still improving at the cap
+    variation_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Significance(BaseModel):
@@ -267,6 +269,10 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
     seeds = b.seeds if b.seeds is not None else suite.seeds
     datasets = b.datasets if b.datasets is not None else suite.datasets
     out: list[Cell] = []
+    unknown = sorted(set(b.variation_overrides) - set(suite.all_variations()))
+    if unknown:
+        raise BenchError(f"suite {suite.name}: {budget}.variation_overrides names no variation: {', '.join(unknown)} "
+                         f"(variations: {', '.join(suite.all_variations())})")
     for variation, var_overrides in suite.all_variations().items():
         for model in suite.models:
             for dataset in datasets:
@@ -275,7 +281,7 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
                     **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
                     **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
                 }
-                explicit = {**b.overrides, **b.model_overrides.get(model, {})}
+                explicit = {**b.overrides, **b.model_overrides.get(model, {}), **b.variation_overrides.get(variation, {})}
                 overrides = {**before, **limit_overrides(model, b.training, before, explicit), **explicit}
                 for seed in seeds:
                     out.append(Cell(len(out), variation, model, dataset, seed, overrides, source))
