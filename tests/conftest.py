@@ -18,11 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 torch.set_num_threads(int(os.environ.get("BENCH_TEST_THREADS", "1")))
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """A test that raises torch's thread count (encoder speed tests) must not change the next
-    test's numerics: multi-threaded reductions need not match single-threaded ones bit for bit."""
+@pytest.fixture(scope="module")
+def two_threads():
+    """The sentence encoder's tests run on two threads; put the count back after them, since
+    later tests compare numbers bit for bit on one (multi-threaded reductions need not repeat)."""
     threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
 

@@ -46,8 +46,7 @@ def build(ds, kw, cache, **extra):
     )
 
 
-def test_layout_and_values(tiny, tmp_path):
-    torch.set_num_threads(2)
+def test_layout_and_values(tiny, tmp_path, two_threads):
     ds, kw = tiny
     f = build(ds, kw, tmp_path / "cache")
     assert f.text.shape == (4, 3, 384) and f.image.shape == (4, 2, 384) and f.dim == 384 and f.n_items == 3

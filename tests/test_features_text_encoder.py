@@ -10,10 +10,7 @@ from bench.features.text_encoder import DEFAULT_ENCODER, TextEncoder, encoder_fi
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    import torch
-
-    torch.set_num_threads(2)
+def encoder(two_threads):
     return TextEncoder(DEFAULT_ENCODER, batch_size=8)
 
 

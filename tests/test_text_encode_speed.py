@@ -24,8 +24,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    torch.set_num_threads(2)
+def encoder(two_threads):
     return TextEncoder(DEFAULT_ENCODER, batch_size=3)
 
 
