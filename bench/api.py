@@ -47,21 +47,6 @@ def _env(home, data_root_, reporter=None):
     return RunEnv(data_root(data_root_), bench_home(home), reporter or SILENT)
 
 
-def execute_specs(specs: list, env, force: bool = False) -> list[dict]:
-    """Run each spec unless complete (as `bench run` does); a spec another process is running is
-    waited for after the others; the first failure is raised. Returns the records in spec order."""
-    from bench.experiment.experiment import Experiment
-
-    return Experiment.of_specs(specs).run(env, force=force, busy="wait", fail_fast=True).ordered_records()
-
-
-def select_metrics(text: str | None, have: Iterable[str] | None = None) -> tuple[str, ...]:
-    """--metrics "MRR@5,Hit" -> metric columns (bench.engine.metrics.select_metrics: the registry's)."""
-    from bench.engine.metrics import select_metrics as select
-
-    return select(text, have)
-
-
 def run(
     models: str | Iterable[str] = defaults.MODELS,
     dataset: str | Iterable[str] = defaults.DATASET,
@@ -81,6 +66,7 @@ def run(
     home / data_root: as --home / --data-root (else $BENCH_HOME / $BENCH_DATA_ROOT, else defaults).
     Complete runs already in the store are loaded, not re-run (force=True re-runs them)."""
     from bench.engine.spec import build_spec
+    from bench.experiment.experiment import Experiment
     from bench.progress import Reporter
 
     reporter = Reporter() if progress else None
@@ -90,7 +76,8 @@ def run(
         env = _env(home, data_root, reporter)
         specs = [build_spec(ds, protocol, m, s, dict(overrides or {}))
                  for ds in _names(dataset) for m in _names(models) for s in _seed_list(seeds, seed)]
-        records = execute_specs(specs, env, force)
+        # as `bench run`: a run another process holds is waited for, the first failure is raised
+        records = Experiment.of_specs(specs).run(env, force=force, busy="wait", fail_fast=True).ordered_records()
     finally:
         if reporter is not None:
             reporter.__exit__(None, None, None)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.engine.runner import RunEnv
+from bench.engine.store import ResultStore
 from bench.experiment.suites import load_suite
-from bench.paths import bench_home, data_root
+from bench.paths import bench_home, store_dir
 from bench.report.tables import build_table, provenance_header
 
 OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec"}
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     suite = load_suite(a.suite)
-    table = build_table(suite, RunEnv(data_root(), bench_home()), a.budget)
+    table = build_table(suite, ResultStore(store_dir(bench_home())), a.budget)
     ours = {row.arm[1]: row for row in table.rows}
     lines = ["| Model | implementation | seeds | " + " | ".join(METRICS) + " | best epoch | s/epoch | budget |",
              "|---" * (len(METRICS) + 6) + "|"]

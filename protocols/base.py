@@ -95,13 +95,6 @@ class Split:
         self._check_unlocked()
         return self._test
 
-    @property
-    def extra_test(self) -> dict[str, EvalCases]:
-        """The extra test sets alone (locked like `test`)."""
-        if self._extra_test:
-            self._check_unlocked()
-        return dict(self._extra_test)
-
     def test_sets(self) -> dict[str, EvalCases]:
         """Every test set the split is judged on: the main one first (MAIN_TEST), then the extras."""
         self._check_unlocked()

@@ -29,7 +29,7 @@ long_tail
     the training sequences (0 included: items never seen in training). Validation stays on all
     users, so training and model selection are those of leave_one_out and the only change is
     which test cases are scored. The unrestricted test cases travel with the split as
-    `split.extra_test["all"]` (the all-users figure to print beside it).
+    `split.test_sets()["all"]` (the all-users figure to print beside it).
 
 user (new users)
     A seeded `user_fraction` of the eligible users (those with >= user_history + 1 interactions)
@@ -38,7 +38,7 @@ user (new users)
     (k in {1, 2, 3}) just before it. Cold users contribute NOTHING to training (also not their
     early interactions: otherwise the model would have trained on the very user it is asked to
     treat as new). Every other user trains on their full sequence (they have no evaluation case,
-    so nothing of theirs needs holding back). `split.extra_test["full_history"]` holds the same
+    so nothing of theirs needs holding back). `split.test_sets()["full_history"]` holds the same
     test cases with the full history before the target (same model, same targets: the cost of
     having only k items).
 """

@@ -1,10 +1,12 @@
 """The training loop on a real slice: learning, early stopping, resume, NaN handling."""
 
+import math
+
 import pytest
 import torch
 
 from bench import sealed
-from bench.engine.batching import make_rows, n_batches
+from bench.engine.batching import make_rows
 from bench.engine.evaluator import EvalConfig
 from bench.engine.seeding import seed_everything
 from bench.engine.trainer import TrainerConfig, fit
@@ -63,7 +65,7 @@ def test_nan_loss_stops_with_clear_message(small_split, tmp_path):
         return real_loss(batch) * (float("nan") if calls["n"] > 30 else 1.0)
 
     model.loss = flaky
-    per_epoch = n_batches(len(make_rows(small_split.train, 20, "packed")[0]), 16)
+    per_epoch = math.ceil(len(make_rows(small_split.train, 20, "packed")[0]) / 16)
     calls["n"] = 30 - per_epoch - 1 if per_epoch < 30 else -per_epoch + 5  # the NaN comes in epoch 1
     with pytest.raises(BenchError, match=r"non-finite loss \(nan\) in train epoch 1 batch \d+; last good checkpoint kept"):
         fit(model, small_split, "train", TrainerConfig(epochs=3, batch_size=16), EvalConfig(), 0, 20, tmp_path / "c.ckpt")

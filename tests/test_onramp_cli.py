@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench.api import select_metrics
 from bench.cli.config_show import config_tables
+from bench.engine.metrics import select_metrics
 from bench.engine.spec import parse_value
 from bench.errors import BenchError
 
@@ -93,12 +93,12 @@ def test_default_budget_is_the_one_with_complete_cells(tmp_path, capsys):
     suite = load_suite("main")
     env = RunEnv(tmp_path / "no-data", tmp_path / "home")
     with pytest.raises(BenchError, match="no complete run at any budget .*bench suite run main --budget quick"):
-        default_budget(suite, env)
+        default_budget(suite, env.store)
     for i, cell in enumerate(cells(suite, "quick")[:2]):  # two complete quick cells in the store
         record = {"status": "complete", "run_hash": f"h{i}", "spec": cell.spec(suite.protocol).model_dump(),
                   "metrics": {"test": {}}}
         env.store.save(f"h{i}", record, {"test": {"Recall@20": np.zeros(3)}})
-    assert default_budget(suite, env) == "quick"
+    assert default_budget(suite, env.store) == "quick"
     err = capsys.readouterr().err
     assert "budget: quick" in err and "quick 2/" in err and "full 0/" in err
 

@@ -88,10 +88,10 @@ def test_long_tail_targets_are_rare_and_all_users_kept(scientific):
     split = CS(CS.Config(kind="long_tail", tail_max_count=5)).split(scientific)
     counts = split.train.item_counts(scientific.n_items)
     with pytest.raises(BenchError, match="locked"):
-        _ = split.extra_test
+        split.test_sets()
     test = split.unlock_test()
     assert counts[test.targets].max() <= 5
-    full = split.extra_test["all"]
+    full = split.test_sets()["all"]
     assert len(full) == len(split.valid) == scientific.n_users == split.definition["test_cases_all"]
     assert len(test) == (counts[full.targets] <= 5).sum() == split.definition["test_cases"]
     # same training data as leave_one_out
@@ -114,7 +114,7 @@ def test_user_histories_are_short_and_cold_users_untrained(scientific, k):
     warm = [scientific.sequence(u) for u in range(scientific.n_users) if u not in cold]
     got = train_seqs(split.train)
     assert len(got) == len(warm) and all(np.array_equal(a, b) for a, b in zip(got, warm))
-    full = split.extra_test["full_history"]
+    full = split.test_sets()["full_history"]
     np.testing.assert_array_equal(full.targets, test.targets)
     assert np.diff(full.hist_offsets).sum() == sum(len(scientific.sequence(u)) - 1 for u in test.users)
 

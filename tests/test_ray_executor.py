@@ -26,7 +26,7 @@ import yaml
 
 from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.experiment.suites import cells, load_suite, run_suite
+from bench.experiment.suites import cells, experiment, load_suite
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1, "sasrec.layers": 1,
         "sasrec.hidden": 32}
@@ -215,7 +215,7 @@ def wait_for_start(cluster: Cluster, home: Path, node: str | None = None, timeou
 def test_suite_on_ray_runs_each_cell_once_with_the_sequential_records(cluster, tmp_path, data_root, cache):
     suite_path = write_suite(tmp_path, "tiny_ray")
     sequential = RunEnv(data_root, new_home(tmp_path, cache, "seq"))
-    report = run_suite(load_suite(str(suite_path)), sequential, "quick")
+    report = experiment(load_suite(str(suite_path)), "quick").run(sequential)
     assert len(report.executed) == 4 and not report.failed
 
     home = new_home(tmp_path, cache, "ray")
@@ -278,7 +278,8 @@ def test_a_worker_node_killed_mid_suite_loses_nothing(cluster, tmp_path, data_ro
 
 def test_longest_expected_cells_go_first():
     from bench.engine.spec import build_spec
-    from bench.experiment.executors import Cell, expected_costs
+    from bench.experiment.executors import expected_costs
+    from bench.experiment.experiment import Cell
 
     specs = {m: build_spec("scientific", "leave_one_out", m, 0, {"trainer.epochs": 3, "protocol.max_users": 500})
              for m in ("pop", "sasrec", "duorec")}

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from bench.cli.main import app
 from bench.engine.runner import RunEnv, run_hash
 from bench.engine.store import ResultStore
-from bench.experiment.suites import cells, load_suite, run_suite
+from bench.experiment.suites import cells, experiment, load_suite
 from bench.report.site.build import _pairwise_pvalues, build_site
-from bench.report.site.records import RecordsEnv, record_hash, stop_info, stopped_by_cap
+from bench.report.site.records import record_hash, stop_info, stopped_by_cap
 from bench.report.tables import build_table
 
 SUITE = {
@@ -43,7 +43,7 @@ def tiny_home(tmp_path_factory, data_root, cache):
     suite_path = root / "tinysite.yaml"
     suite_path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
     env = RunEnv(data_root, home)
-    report = run_suite(load_suite(str(suite_path)), env, "full")
+    report = experiment(load_suite(str(suite_path)), "full").run(env)
     assert len(report.executed) == 4 and not report.failed
     tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides={**SUITE["overrides"], "trainer.epochs": 1})
     return {"home": home, "suite": suite_path, "env": env, "data_root": data_root}
@@ -83,19 +83,12 @@ def table_rows(html: str, table_id: str) -> list[list]:
     return [r for r in parser.rows if r]
 
 
-def test_records_alone_resolve_the_cells_run_hashes(tiny_home):
+def test_a_records_own_fields_give_its_run_hash(tiny_home):
     suite = load_suite(str(tiny_home["suite"]))
-    real = tiny_home["env"]
-    store = real.store
-    from_records = RecordsEnv(store)
+    env = tiny_home["env"]
     for c in cells(suite, "full"):
-        spec = c.spec(suite.protocol)
-        key = run_hash(spec, real)
-        assert run_hash(spec, from_records) == key
-        assert record_hash(store.load(key)) == key
-    # a cell whose dataset no record covers resolves to a hash no run has (missing, never invented)
-    other = cells(load_suite(str(tiny_home["suite"])), "full")[0].spec(suite.protocol).model_copy(update={"dataset": "office"})
-    assert run_hash(other, from_records) not in from_records.records
+        key = run_hash(c.spec(suite.protocol), env)
+        assert record_hash(env.store.load(key)) == key
 
 
 def test_cap_flag_from_the_record():
@@ -118,7 +111,7 @@ def test_site_pages_show_the_table_marks_caption_and_runs(tiny_home, tmp_path):
     suite = load_suite(str(tiny_home["suite"]))
     out = tmp_path / "site"
     report = build_site(out, tiny_home["home"], [str(tiny_home["suite"])], ["full"])
-    table = build_table(suite, RecordsEnv(tiny_home["env"].store), "full")
+    table = build_table(suite, tiny_home["env"].store, "full")
     records = dict(tiny_home["env"].store.records())
     assert report.suite_pages == ["suites/tinysite-full.html"] and report.run_pages == 4 and report.tuning_pages == 1
     for rel in ("index.html", "runs/index.html", "assets/plotly.min.js", "assets/site.js", "assets/site.css",
@@ -166,7 +159,7 @@ def test_heat_map_p_values_match_the_tables_comparison(tiny_home):
     adjusted p-values agree."""
     suite = load_suite(str(tiny_home["suite"]))
     store = tiny_home["env"].store
-    table = build_table(suite, RecordsEnv(store), "full")
+    table = build_table(suite, store, "full")
     for m in suite.metrics:
         matrix = _pairwise_pvalues(table.rows, store, m, "ttest", "holm")
         assert np.isnan(matrix[0, 0]) and matrix[0, 1] == matrix[1, 0]

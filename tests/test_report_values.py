@@ -123,10 +123,9 @@ def test_stored_ranks_give_any_metric_as_the_evaluator_would(tmp_path, monkeypat
 
 
 def test_one_registry_and_one_default_list():
-    from bench.api import select_metrics
     from bench.experiment.suites import Suite
 
-    assert select_metrics(None) == metrics.DEFAULT_METRICS
+    assert metrics.select_metrics(None) == metrics.DEFAULT_METRICS
     assert Suite(name="x", title="x", datasets=["scientific"], models=["pop"]).metrics == list(metrics.DEFAULT_METRICS)
     assert metrics.metric_names() == [f"{m}@{k}" for m in metrics.METRICS for k in metrics.CUTOFFS]
     assert metrics.parse_metric("NDCG@10") == (metrics.REGISTRY["NDCG"], 10)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bench.cli.main import app
 from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.experiment.suites import cells, list_suites, load_suite, parse_shard, run_suite, select, shard
+from bench.experiment.suites import cells, experiment, list_suites, load_suite, parse_shard, select, shard
 from bench.plugins import get_model_class
 from bench.report.tables import build_table, render
 
@@ -171,12 +171,12 @@ def test_dataset_overrides_apply_per_dataset(tmp_path):
 def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
     path = write_suite(tmp_path)
     suite = load_suite(str(path))
-    first = run_suite(suite, env, "full")
+    first = experiment(suite, "full").run(env)
     assert len(first.executed) == 4 and not first.complete and not first.failed
-    second = run_suite(suite, env, "full")
+    second = experiment(suite, "full").run(env)
     assert second.executed == [] and sorted(second.complete) == sorted(first.executed)
     # shards on "two machines" into the same store: nothing left to do either
-    assert run_suite(suite, env, "full", (2, 2)).executed == []
+    assert experiment(suite, "full", (2, 2)).run(env).executed == []
     # the quick budget is a different set of cells (seed 0 only), labelled as such
     result = CliRunner().invoke(app, ["suite", "run", str(path), "--budget", "quick", "--home", str(env.home),
                                       "--data-root", str(env.data_root)])
@@ -188,7 +188,7 @@ def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
     runs = [json.loads(line) for line in (env.home / "suite_runs.jsonl").read_text().splitlines()]
     assert [(r["budget"], r["executed"]) for r in runs] == [("quick", 0), ("full", 0)]
     # a real table from those runs
-    table = build_table(suite, env, "quick")
+    table = build_table(suite, env.store, "quick")
     assert "quick budget" in table.caption and all(r.n_done == 1 for r in table.rows)
 
 
@@ -228,7 +228,7 @@ def test_table_marks_best_second_and_significance(tmp_path, env):
         return {"Recall@20": x, "NDCG@20": x / 2}
 
     hashes = save_fake_runs(suite, env, per_user)
-    table = build_table(suite, env, "full")
+    table = build_table(suite, env.store, "full")
     md = render(table, "md")
     results, _, costs = md.partition("Cost (mean over seeds")
     rows = {line.split("|")[1].split(" ‡")[0].strip(): line for line in results.splitlines()
@@ -269,7 +269,7 @@ def test_missing_cells_are_shown_not_invented(tmp_path, env):
     arrays = {"Recall@10": np.ones(200), "NDCG@10": np.ones(200), "Recall@20": np.ones(200), "NDCG@20": np.ones(200)}
     env.store.save(run_hash(spec, env), _fake_record(spec, {m: 1.0 for m in arrays}, [0.1]),
                    {"valid": arrays, "test": arrays})
-    table = build_table(suite, env, "full")
+    table = build_table(suite, env.store, "full")
     md = render(table, "md")
     assert "(1/2)" in md and "—" in md and "incomplete" in table.caption
     assert table.comparisons == []  # the reference has no complete run: nothing to test
@@ -315,7 +315,7 @@ def test_tuned_params_apply_and_are_reported(tmp_path, env):
     assert by[("base", "sasrec")].tuned_from.endswith("sasrec-scientific.json")
     assert by[("dropout 0.1", "sasrec")].spec(suite.protocol).model_params["dropout"] == 0.1  # variation wins
     assert by[("base", "pop")].tuned_from is None
-    caption = build_table(suite, env, "full").caption
+    caption = build_table(suite, env.store, "full").caption
     assert "equal budget" in caption and "untuned" in caption and "Pop" in caption
 
 
@@ -343,7 +343,7 @@ def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
     path = write_suite(tmp_path, models=["sasrec"], metrics=["Recall@20"])
     suite = load_suite(str(path))
     save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
-    assert stage_curves(suite, env, "full", tmp_path / "none") == []  # one stage: nothing to draw
+    assert stage_curves(suite, env.store, "full", tmp_path / "none") == []  # one stage: nothing to draw
     for c in cells(suite):  # the same cells, now with a pre-training stage in their history
         spec = c.spec(suite.protocol)
         record = _fake_record(spec, {"Recall@20": 0.1}, [0.1, 0.2])
@@ -351,7 +351,7 @@ def test_stage_curves_only_for_multi_stage_runs(tmp_path, env):
                              for stage in ("pretrain", "finetune")}
         env.store.save(run_hash(spec, env), record, {"valid": {"Recall@20": np.full(200, 0.1)},
                                                       "test": {"Recall@20": np.full(200, 0.1)}})
-    written = stage_curves(suite, env, "full", tmp_path / "figs")
+    written = stage_curves(suite, env.store, "full", tmp_path / "figs")
     assert sorted(p.name for p in written) == ["tiny-full-stages-scientific.pdf", "tiny-full-stages-scientific.png"]
     assert (tmp_path / "figs" / "tiny-full-stages-scientific.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -378,12 +378,13 @@ def test_a_model_untouched_by_the_variations_is_shown_once(tmp_path, env):
                        variations={"a": {"gru4rec.dropout": 0.1}, "b": {"gru4rec.dropout": 0.3}})
     suite = load_suite(str(path))
     save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
-    labels = [r.label for r in build_table(suite, env, "full").rows]
+    labels = [r.label for r in build_table(suite, env.store, "full").rows]
     assert labels == ["SASRec (CE)", "GRU4Rec (CE) [a]", "GRU4Rec (CE) [b]"]
 
 
 def test_caption_states_the_chance_recall_of_a_random_ranking():
-    from bench.report.tables import SuiteTable, _chance_note
+    from bench.report.captions import _chance_note
+    from bench.report.tables import SuiteTable
 
     suite = load_suite("cold_start_item")
     table = SuiteTable(suite, "cpu", [], [], "", n_items={"scientific": 4000})
@@ -429,7 +430,7 @@ def test_table_says_which_rows_a_budget_trained_below_their_declared_need(tmp_pa
     path = write_suite(tmp_path, models=["pop", "bert4rec"], metrics=["Recall@20"])
     suite = load_suite(str(path))
     save_fake_runs(suite, env, lambda c: {"Recall@20": np.full(200, 0.1)})
-    table = build_table(suite, env, "full")
+    table = build_table(suite, env.store, "full")
     assert "declared need" in table.caption and "BERT4Rec (train epochs)" in table.caption
     assert "Pop (" not in table.caption
 

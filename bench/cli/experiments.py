@@ -264,7 +264,6 @@ def table(
                          f"run `bench suite run {name} --budget {budget}` first")
     text = render(result, fmt)
     if save_records:
-        from bench.paths import store_dir
         from bench.report.tables import export_records
 
         n = export_records(result, store, store_dir(save_records))
@@ -340,13 +339,12 @@ def default_budget(suite, store) -> str:
     from bench.experiment.suites import BUDGETS, cells
     from bench.report.tables import records_by_spec
 
-    index = records_by_spec(getattr(store, "store", store))  # a ResultStore (or an env holding one)
+    index = records_by_spec(store)
     counts = {}
     for b in BUDGETS:
         todo = cells(suite, b)
         counts[b] = (sum(spec_key(c.spec(suite.protocol)) in index for c in todo), len(todo))
-    order = sorted(BUDGETS, key=lambda b: (-counts[b][0], ("full", "cpu", "quick").index(b)
-                                          if b in ("full", "cpu", "quick") else 9))
+    order = sorted(BUDGETS, key=lambda b: (-counts[b][0], ("full", "cpu", "quick").index(b)))
     summary = ", ".join(f"{b} {done}/{n}" for b, (done, n) in counts.items())
     if counts[order[0]][0] == 0:
         raise BenchError(f"suite {suite.name}: no complete run at any budget ({summary} cells); run "

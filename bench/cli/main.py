@@ -65,7 +65,7 @@ def run(
     home: Path = Home,
 ) -> None:
     """Train and evaluate models under a protocol; print a results table."""
-    from bench.api import select_metrics
+    from bench.engine.metrics import select_metrics
     from bench.engine.runner import RunEnv
     from bench.engine.spec import build_spec, parse_overrides
     from bench.experiment.experiment import Experiment

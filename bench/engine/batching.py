@@ -160,7 +160,3 @@ class EpochBatches:
             start += size
             x = self.rows.inp[idx]
             yield {"input": x[:, :width], "target": self.rows.tgt[idx, :width], "lengths": self.rows.device_lengths[idx]}
-
-
-def n_batches(n_rows: int, batch_size: int) -> int:
-    return (n_rows + batch_size - 1) // batch_size

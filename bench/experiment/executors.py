@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.experiment.experiment import Cell, ExperimentReport
 
-__all__ = ["EXECUTORS", "Cell", "RayOptions", "expected_costs", "run_on_ray", "tune_on_ray"]
+__all__ = ["EXECUTORS", "RayOptions", "expected_costs", "run_on_ray", "tune_on_ray"]
 
 EXECUTORS = ("sequential", "ray")  # --executor: sequential = Experiment.run without an executor
 LOCAL_OBJECT_STORE_BYTES = 512 * 2**20  # records are small: a local cluster needs little shared memory
@@ -212,7 +212,6 @@ def run_on_ray(cells: list[Cell], env, force: bool, opts: RayOptions, report: Ex
     if not pending:
         return
     with ray_session(opts, env.reporter) as (ray, dashboard), contextlib.ExitStack() as all_claims:
-        report.dashboard = dashboard
         if dashboard:
             env.reporter.info(f"Ray dashboard: {dashboard}")
         resources = ray.cluster_resources()
@@ -291,7 +290,6 @@ def _record(store, c: Cell, out: dict, force: bool, report: ExperimentReport, re
     else:
         report.complete.append(c.key)
     report.records[c.key] = store.load(c.key)
-    report.hosts[c.key] = out.get("host", "")
     reporter.info(f"{c.label}: finished on {out.get('host')} -> {c.key}")
 
 
@@ -324,14 +322,13 @@ def tune_on_ray(model: str, dataset: str, protocol: str, env, workers: int, opts
                 overrides: dict, extra_space: dict, seed: int, worker: int, change_budget: bool,
                 out: Path | None) -> dict:
     """N Optuna workers as Ray tasks against one study; the driver writes the summary."""
-    from bench.atomic import write_json
     from bench.experiment.tuning import (
         _optuna,
         default_storage_url,
         default_study_name,
         make_storage,
-        study_summary,
         tuning_dir,
+        write_summary,
     )
     from bench.experiment.workers import run_tune_worker
 
@@ -386,12 +383,7 @@ def tune_on_ray(model: str, dataset: str, protocol: str, env, workers: int, opts
     if errors:
         raise BenchError(f"study {name}: {len(errors)} of {workers} workers failed; first: {errors[0]}")
     study = optuna.load_study(study_name=name, storage=make_storage(url, env.home))
-    summary = study_summary(study, url)
-    out = out or tuning_dir(env.home) / f"{name}.best.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, summary)
-    summary["written_to"] = str(out)
-    return summary
+    return write_summary(study, url, out or tuning_dir(env.home) / f"{name}.best.json")
 
 
 def _trial_counts(optuna, storage, name: str) -> dict[str, int]:

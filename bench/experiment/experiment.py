@@ -42,8 +42,6 @@ class ExperimentReport:
     seconds: float = 0.0
     records: dict[str, dict] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # every cell's run hash, in cell order
-    hosts: dict[str, str] = field(default_factory=dict)  # run hash -> host that trained it (Ray)
-    dashboard: str | None = None
 
     def ordered_records(self) -> list[dict]:
         """The records in cell order (a cell without one, e.g. failed or busy, left out)."""
@@ -76,9 +74,8 @@ class Experiment:
     announce_complete: bool = True  # a line for each cell already complete (a suite skips them quietly)
 
     @classmethod
-    def of_specs(cls, specs: list, labels: list[str] | None = None, **kwargs) -> Experiment:
-        labels = labels or [f"{s.model} / {s.dataset} / seed {s.seed}" for s in specs]
-        return cls([Cell(s, label=label) for s, label in zip(specs, labels, strict=True)], **kwargs)
+    def of_specs(cls, specs: list, **kwargs) -> Experiment:
+        return cls([Cell(s, label=f"{s.model} / {s.dataset} / seed {s.seed}") for s in specs], **kwargs)
 
     def shard(self, k: int, n: int) -> Experiment:
         return replace(self, cells=shard(self.cells, k, n))

@@ -33,10 +33,9 @@ from bench.engine.metrics import DEFAULT_METRICS
 from bench.engine.spec import RunSpec, build_spec, first_error
 from bench.errors import BenchError
 from bench.experiment.experiment import Cell as ExperimentCell
-from bench.experiment.experiment import Experiment, ExperimentReport, parse_shard, shard
+from bench.experiment.experiment import Experiment, parse_shard, shard
 
-__all__ = ["Suite", "Cell", "cells", "experiment", "list_suites", "load_suite", "parse_shard", "run_suite",
-           "select", "shard"]
+__all__ = ["Suite", "Cell", "cells", "experiment", "list_suites", "load_suite", "parse_shard", "select", "shard"]
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 BUDGETS = ("quick", "cpu", "full")
@@ -320,10 +319,3 @@ def experiment(suite: Suite, budget: str = "full", shard_spec: tuple[int, int] =
     return Experiment([ExperimentCell(c.spec(suite.protocol), label=c.describe(), meta={"cell": c}) for c in todo],
                       name=f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}",
                       tag=f"[{label}] ", announce_complete=False)
-
-
-def run_suite(suite: Suite, env, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
-              force: bool = False, models: list[str] | None = None,
-              datasets: list[str] | None = None, variations: list[str] | None = None) -> ExperimentReport:
-    """Execute this shard's cells whose records are missing (all of them with force), here."""
-    return experiment(suite, budget, shard_spec, models, datasets, variations).run(env, force=force)

@@ -327,11 +327,15 @@ def tune(
                        catch=(), gc_after_trial=True)
     study.set_user_attr(f"wall_s/worker{worker}/{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
                         time.perf_counter() - started)
-    summary = study_summary(study, url)
-    out = out or tuning_dir(env.home) / f"{name}.best.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_summary(study, url, out or tuning_dir(env.home) / f"{name}.best.json")
+
+
+def write_summary(study, url: str, out: Path) -> dict:
+    """The study's summary, written to `out` (its path added as `written_to`)."""
     from bench.atomic import write_json
 
+    summary = study_summary(study, url)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, summary)
     summary["written_to"] = str(out)
     return summary

@@ -80,8 +80,9 @@ class TextEncoder:
     """`batch_size` caps the strings in a batch and `max_tokens` its padded tokens (rows x longest
     row); strings are sorted by token count first, so short strings fill large batches.
     precision="bfloat16" runs the model under CPU autocast (AMX/AVX-512-BF16 matmuls where the CPU
-    has them): ~2.5x fewer CPU seconds here, but vectors move by up to ~2e-3 per component, so it
-    is opt-in and changes the fingerprint (a bf16 string cache is never read as float32's)."""
+    has them): ~2.3x fewer CPU seconds than float32 (benchmarks/results/text_encode_cpu_scientific_
+    sample5000.json), but vectors move by up to ~2e-3 per component, so it is opt-in and changes
+    the fingerprint (a bf16 string cache is never read as float32's)."""
 
     def __init__(
         self,

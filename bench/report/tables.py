@@ -28,13 +28,7 @@ from bench.experiment.suites import Suite, budget_label, cells
 from bench.hashing import canonical_json
 from bench.plugins import get_model_class
 from bench.report import stats
-from bench.report.captions import (
-    CAP_MARK,
-    SIG_MARK,
-    _chance_note,  # noqa: F401  (its tests import it from here)
-    caption,
-    split_counts,
-)
+from bench.report.captions import CAP_MARK, SIG_MARK, caption, split_counts
 
 
 @dataclass
@@ -138,9 +132,8 @@ def suite_records(suite: Suite, store, budget: str):
     """(cell, run hash, record or None) of every cell of the suite at the budget, found by the
     cell's spec among the store's records: the records alone, no raw data read or hashed. When
     runs of one spec on different versions of the data exist, the newest record is the cell's (a
-    missing cell's key is its spec's hash, which no run has). `store`: a ResultStore, or anything
-    with one as `.store` (RunEnv, RecordsEnv)."""
-    index = records_by_spec(getattr(store, "store", store))
+    missing cell's key is its spec's hash, which no run has)."""
+    index = records_by_spec(store)
     for cell in cells(suite, budget):
         spec_key = spec_hash(cell.spec(suite.protocol))
         found = index.get(spec_key)
@@ -186,10 +179,9 @@ def records_rows(records: list[dict], metrics, split: str = "test", values=None)
 
 def build_table(suite: Suite, store, budget: str = "full", split: str = "test") -> SuiteTable:
     """Gather the suite's complete records from the store (records alone: no raw data needed)
-    and compute the marks. `store`: a ResultStore, or anything with one as `.store`."""
+    and compute the marks."""
     from bench.report.values import RunValues
 
-    store = getattr(store, "store", store)
     values = RunValues(store)
     by_row: dict[tuple[str, tuple[str, str]], Row] = {}
     records: dict[str, dict] = {}
@@ -208,8 +200,9 @@ def build_table(suite: Suite, store, budget: str = "full", split: str = "test") 
     rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
                           run_keys, records)
     for row in rows:
-        aggregate(row, [(h, records[h]) for h in row.seeds.values() if h is not None], suite.metrics, split, values)
-        done = [records[h] for h in row.seeds.values() if h is not None]
+        runs = [(h, records[h]) for h in row.seeds.values() if h is not None]
+        aggregate(row, runs, suite.metrics, split, values)
+        done = [r for _, r in runs]
         row.cost = run_cost(done)
         row.capped = sum(bool(capped_stages(r)) for r in done)
         row.below_need = sorted({f"{st} {'/'.join(v['below_need'])}" for r in done

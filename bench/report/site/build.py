@@ -96,7 +96,7 @@ def collect_suites(env: RecordsEnv, names: list[str], budgets: list[str], report
         suite = load_suite(name)
         for budget in budgets:
             try:
-                table = build_table(suite, env, budget)
+                table = build_table(suite, env.store, budget)
             except BenchError as exc:
                 if strict:  # a suite the reader asked for: its error is the answer
                     raise

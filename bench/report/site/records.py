@@ -1,60 +1,27 @@
-"""The store's records as the report sees them: an index over the complete records, an
-environment that resolves a suite's cells to run hashes from the records alone (no dataset, no
-split), and the per-run facts a page or `bench runs` shows (final stage, cap flag)."""
+"""The store's records as the report sees them: the complete records read once (RecordsEnv), a
+record's run hash recomputed from its own fields, and the per-run facts a page or `bench runs`
+shows (final stage, cap flag)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from bench.engine.spec import hashed_spec
 from bench.engine.store import ResultStore
 from bench.errors import BenchError
-from bench.hashing import canonical_json, hash_obj
+from bench.hashing import hash_obj
 
 
 class RecordsEnv:
-    """Duck-types the part of `bench.engine.runner.RunEnv` that `run_hash`, `build_table` and the plots
-    read (`store`, `dataset(name, options).content_hash`, `split(spec).definition`), answering
-    from the records: a site is rebuilt from a clone's committed records without the data.
+    """A store and its complete records, read once. The report needs nothing else (tables find a
+    cell's runs by its spec: bench.report.tables.suite_records), so a site is rebuilt from a
+    clone's committed records without the data."""
 
-    A cell no record shares (dataset, protocol settings) with resolves to a hash no run has, so
-    it counts as missing, as it would with the data present. When records of one dataset carry
-    different content hashes (the data changed between runs), the most recent record wins, as
-    `bench table` would pick the current data's runs."""
-
-    def __init__(self, store: ResultStore, records: dict[str, dict] | None = None):
-        self._store = store
-        self.records = dict(records) if records is not None else dict(store.records())
-        newest_first = sorted(self.records.values(), key=finished_at, reverse=True)
-        self._hashes: dict[str, str] = {}
-        self._definitions: dict[str, Any] = {}
-        for r in newest_first:
-            spec = r.get("spec", {})
-            self._hashes.setdefault(_dataset_key(spec["dataset"], spec.get("data")), r["dataset"]["content_hash"])
-            self._definitions.setdefault(_split_key(spec), r.get("protocol"))
-
-    @property
-    def store(self) -> ResultStore:
-        return self._store
-
-    def dataset(self, name: str, options: Any = None) -> SimpleNamespace:
-        dumped = options.model_dump() if hasattr(options, "model_dump") else options
-        return SimpleNamespace(content_hash=self._hashes.get(_dataset_key(name, dumped), f"no record of {name}"))
-
-    def split(self, spec) -> SimpleNamespace:
-        key = _split_key(spec.model_dump())
-        return SimpleNamespace(definition=self._definitions.get(key, {"no record": key}))
-
-
-def _dataset_key(name: str, data: Any) -> str:
-    return canonical_json([name, data])
-
-
-def _split_key(spec: dict) -> str:
-    return canonical_json([spec["dataset"], spec["protocol"], spec["protocol_params"], spec.get("data")])
+    def __init__(self, store: ResultStore):
+        self.store = store
+        self.records = dict(store.records())
 
 
 def record_hash(record: dict) -> str:
