@@ -26,7 +26,8 @@ import yaml
 
 from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.experiment.suites import cells, experiment, load_suite
+from bench.experiment.experiment import Experiment
+from bench.experiment.suites import cells, load_suite
 
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1, "sasrec.layers": 1,
         "sasrec.hidden": 32}
@@ -215,7 +216,7 @@ def wait_for_start(cluster: Cluster, home: Path, node: str | None = None, timeou
 def test_suite_on_ray_runs_each_cell_once_with_the_sequential_records(cluster, tmp_path, data_root, cache):
     suite_path = write_suite(tmp_path, "tiny_ray")
     sequential = RunEnv(data_root, new_home(tmp_path, cache, "seq"))
-    report = experiment(load_suite(str(suite_path)), "quick").run(sequential)
+    report = Experiment.of_suite(load_suite(str(suite_path)), "quick").run(sequential)
     assert len(report.executed) == 4 and not report.failed
 
     home = new_home(tmp_path, cache, "ray")

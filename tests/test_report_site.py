@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from bench.cli.main import app
 from bench.engine.runner import RunEnv, run_hash
 from bench.engine.store import ResultStore
-from bench.experiment.suites import cells, experiment, load_suite
+from bench.experiment.experiment import Experiment
+from bench.experiment.suites import cells, load_suite
 from bench.report.site.build import _pairwise_pvalues, build_site
 from bench.report.site.records import record_hash, stop_info, stopped_by_cap
 from bench.report.tables import build_table
@@ -43,7 +44,7 @@ def tiny_home(tmp_path_factory, data_root, cache):
     suite_path = root / "tinysite.yaml"
     suite_path.write_text(yaml.safe_dump(SUITE, sort_keys=False))
     env = RunEnv(data_root, home)
-    report = experiment(load_suite(str(suite_path)), "full").run(env)
+    report = Experiment.of_suite(load_suite(str(suite_path)), "full").run(env)
     assert len(report.executed) == 4 and not report.failed
     tune("sasrec", "scientific", "leave_one_out", env, trials=2, overrides={**SUITE["overrides"], "trainer.epochs": 1})
     return {"home": home, "suite": suite_path, "env": env, "data_root": data_root}

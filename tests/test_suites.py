@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from bench.cli.main import app
 from bench.engine.runner import RunEnv, run_hash
 from bench.errors import BenchError
-from bench.experiment.suites import cells, experiment, list_suites, load_suite, parse_shard, select, shard
+from bench.experiment.experiment import Experiment, parse_shard, shard
+from bench.experiment.suites import cells, list_suites, load_suite, select
 from bench.plugins import get_model_class
 from bench.report.tables import build_table, render
 
@@ -141,17 +142,17 @@ def test_sharding_partitions_cells(tmp_path):
 
 def test_model_selection_shards_only_those_cells(tmp_path):
     suite = load_suite(str(write_suite(tmp_path, models=["pop", "sasrec", "gru4rec"], seeds=[0, 1, 2])))
-    parts = [select(suite, "full", (k, 2), ["gru4rec", "pop"]) for k in (1, 2)]
+    parts = [shard(select(suite, "full", ["gru4rec", "pop"]), k, 2) for k in (1, 2)]
     chosen = sorted(c.index for p in parts for c in p)
     assert chosen == sorted(c.index for c in cells(suite) if c.model in ("gru4rec", "pop"))
     assert abs(len(parts[0]) - len(parts[1])) <= 1  # balanced over the selection, not the whole suite
     with pytest.raises(BenchError, match="--models bert4rec: not in suite"):
-        select(suite, "full", (1, 1), ["bert4rec"])
-    assert {c.dataset for c in select(suite, "full", (1, 1), None, ["scientific"])} == {"scientific"}
+        select(suite, "full", ["bert4rec"])
+    assert {c.dataset for c in select(suite, "full", None, ["scientific"])} == {"scientific"}
     with pytest.raises(BenchError, match="--datasets office: not in suite"):
-        select(suite, "full", (1, 1), None, ["office"])
+        select(suite, "full", None, ["office"])
     cross = load_suite("cross_domain")
-    picked = select(cross, "cpu", (1, 1), ["msm4sr"], ["office"], ["zero_shot"])
+    picked = select(cross, "cpu", ["msm4sr"], ["office"], ["zero_shot"])
     assert [(c.variation, c.model, c.dataset) for c in picked] == [("zero_shot", "msm4sr", "office")] * 3
 
 
@@ -171,12 +172,12 @@ def test_dataset_overrides_apply_per_dataset(tmp_path):
 def test_suite_rerun_executes_nothing_and_budget_is_labelled(tmp_path, env):
     path = write_suite(tmp_path)
     suite = load_suite(str(path))
-    first = experiment(suite, "full").run(env)
+    first = Experiment.of_suite(suite, "full").run(env)
     assert len(first.executed) == 4 and not first.complete and not first.failed
-    second = experiment(suite, "full").run(env)
+    second = Experiment.of_suite(suite, "full").run(env)
     assert second.executed == [] and sorted(second.complete) == sorted(first.executed)
     # shards on "two machines" into the same store: nothing left to do either
-    assert experiment(suite, "full", (2, 2)).run(env).executed == []
+    assert Experiment.of_suite(suite, "full", (2, 2)).run(env).executed == []
     # the quick budget is a different set of cells (seed 0 only), labelled as such
     result = CliRunner().invoke(app, ["suite", "run", str(path), "--budget", "quick", "--home", str(env.home),
                                       "--data-root", str(env.data_root)])

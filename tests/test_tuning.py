@@ -16,7 +16,8 @@ import pytest
 
 from bench.engine.runner import RunEnv
 from bench.errors import BenchError
-from bench.experiment.tuning import load_best, make_storage, search_space, tune, with_installed_driver
+from bench.experiment.suites import load_best
+from bench.experiment.tuning import make_storage, search_space, tune, with_installed_driver
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 2, "sasrec.layers": 1}

@@ -148,7 +148,8 @@ def suite_run(
 ) -> None:
     """Run the suite's cells whose records are missing."""
     from bench.engine.runner import RunEnv
-    from bench.experiment.suites import budget_label, experiment, load_suite, parse_shard
+    from bench.experiment.experiment import Experiment, parse_shard
+    from bench.experiment.suites import budget_label, load_suite
     from bench.progress import Reporter
 
     console = _console()
@@ -160,7 +161,7 @@ def suite_run(
     ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
-        todo = experiment(suite, budget, k_n, **picked)
+        todo = Experiment.of_suite(suite, budget, k_n, **picked)
         if dry_run:
             for c, key, complete in todo.status(env):
                 console.print(f"{c.label:>48}  {key}  {'complete' if complete else 'missing'}")

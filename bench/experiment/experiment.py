@@ -77,6 +77,20 @@ class Experiment:
     def of_specs(cls, specs: list, **kwargs) -> Experiment:
         return cls([Cell(s, label=f"{s.model} / {s.dataset} / seed {s.seed}") for s in specs], **kwargs)
 
+    @classmethod
+    def of_suite(cls, suite, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
+                 models: list[str] | None = None, datasets: list[str] | None = None,
+                 variations: list[str] | None = None) -> Experiment:
+        """A suite's cells at a budget (of the named models / datasets / variations when given),
+        this shard's only: sharded before specs are built, so a shard builds (and checks) its own."""
+        from bench.experiment.suites import budget_label, select
+
+        todo = shard(select(suite, budget, models, datasets, variations), *shard_spec)
+        label = budget_label(budget)
+        return cls([Cell(c.spec(suite.protocol), label=c.describe(), meta={"cell": c}) for c in todo],
+                   name=f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}",
+                   tag=f"[{label}] ", announce_complete=False)
+
     def shard(self, k: int, n: int) -> Experiment:
         return replace(self, cells=shard(self.cells, k, n))
 

@@ -20,6 +20,7 @@ model's declared need), the budget's overrides, the budget's per-model ones.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +33,8 @@ from bench.engine.budgets import StageLimit, check_rules, limit_overrides
 from bench.engine.metrics import DEFAULT_METRICS
 from bench.engine.spec import RunSpec, build_spec, first_error
 from bench.errors import BenchError
-from bench.experiment.experiment import Cell as ExperimentCell
-from bench.experiment.experiment import Experiment, parse_shard, shard
 
-__all__ = ["Suite", "Cell", "cells", "experiment", "list_suites", "load_suite", "parse_shard", "select", "shard"]
+__all__ = ["Suite", "Cell", "cells", "list_suites", "load_suite", "select"]
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 BUDGETS = ("quick", "cpu", "full")
@@ -257,8 +256,6 @@ def tuned_params(suite: Suite, model: str, dataset: str) -> tuple[dict[str, Any]
     path = Path(suite.params_from.format(model=model, dataset=dataset, protocol=suite.protocol))
     if not path.exists():
         return {}, None
-    from bench.experiment.tuning import load_best
-
     return dict(load_best(path)["params"]), str(path)
 
 
@@ -287,10 +284,9 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
     return out
 
 
-def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
-           models: list[str] | None = None, datasets: list[str] | None = None,
+def select(suite: Suite, budget: str, models: list[str] | None = None, datasets: list[str] | None = None,
            variations: list[str] | None = None) -> list[Cell]:
-    """This shard's cells, of the named models / datasets / variations only when given."""
+    """The suite's cells at a budget, of the named models / datasets / variations only when given."""
     todo = cells(suite, budget)
     for option, wanted, field_ in (("models", models, "model"), ("datasets", datasets, "dataset"),
                                    ("variations", variations, "variation")):
@@ -302,20 +298,20 @@ def select(suite: Suite, budget: str, shard_spec: tuple[int, int] = (1, 1),
             raise BenchError(f"--{option} {','.join(unknown)}: not in suite {suite.name} at this budget "
                              f"(its {option}: {', '.join(have)})")
         todo = [c for c in todo if getattr(c, field_) in wanted]
-    return shard(todo, *shard_spec)
+    return todo
 
 
 def budget_label(budget: str) -> str:
     return f"{budget} budget"
 
 
-def experiment(suite: Suite, budget: str = "full", shard_spec: tuple[int, int] = (1, 1),
-               models: list[str] | None = None, datasets: list[str] | None = None,
-               variations: list[str] | None = None) -> Experiment:
-    """This shard's cells (of the named models / datasets / variations when given) as an Experiment."""
-    todo = select(suite, budget, shard_spec, models, datasets, variations)
-    label = budget_label(budget)
-    # sharded before specs are built: a shard builds (and so checks) its own cells only
-    return Experiment([ExperimentCell(c.spec(suite.protocol), label=c.describe(), meta={"cell": c}) for c in todo],
-                      name=f"suite {suite.name} ({label}), shard {shard_spec[0]}/{shard_spec[1]}",
-                      tag=f"[{label}] ", announce_complete=False)
+def load_best(path: Path) -> dict:
+    """A tuning summary written by `tune` (what a suite's params_from points at); read
+    here, so tables and suites need not import the tuner."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read tuned parameters {path}: {exc}") from None
+    if "overrides" not in data or "budget" not in data:
+        raise BenchError(f"{path}: not a `bench tune` summary (no overrides/budget)")
+    return data

@@ -376,14 +376,3 @@ def study_summary(study, url: str) -> dict:
         "git_revision": git_revision(),
         "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def load_best(path: Path) -> dict:
-    """A tuning summary written by `tune` (what a suite's params_from points at)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"cannot read tuned parameters {path}: {exc}") from None
-    if "overrides" not in data or "budget" not in data:
-        raise BenchError(f"{path}: not a `bench tune` summary (no overrides/budget)")
-    return data

@@ -113,7 +113,7 @@ def _tuning_note(table) -> list[str]:
         return []
     import json
 
-    from bench.experiment.tuning import load_best
+    from bench.experiment.suites import load_best
 
     budgets = {r.tuned_from: load_best(r.tuned_from)["budget"] for r in table.rows if r.tuned_from}
     untuned = sorted({r.label for r in table.rows if not r.tuned_from})
