@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.engine.evaluator import EvalConfig, evaluate  # noqa: E402
 from bench.engine.seeding import seed_everything  # noqa: E402
-from bench.engine.trainer import StepOptions, TrainerConfig, fit, resolve_device  # noqa: E402
+from bench.engine.trainer import TrainerConfig, fit, resolve_device  # noqa: E402
 from bench.features.item_features import ItemFeatures  # noqa: E402
 from bench.nn.model import ModelContext  # noqa: E402
 from bench.plugins import get_model_class  # noqa: E402
@@ -68,21 +68,21 @@ def synthetic_split(n_users: int, n_items: int, seed: int = 0, min_len: int = 4,
 
 
 def fit_epochs(model_name: str, stage: str, split: Split, ctx: ModelContext, device: torch.device, epochs: int,
-               step: StepOptions, max_len: int, params: dict, cfg: TrainerConfig) -> dict:
+               max_len: int, params: dict, cfg: TrainerConfig) -> dict:
     cls = get_model_class(model_name)
     seed_everything(0)
     model = cls(cls.Config(**params), ctx).to(device)
     model.set_stage(stage)
     cfg = cfg.model_copy(update={"epochs": epochs, "patience": epochs + 1, "device": str(device)})
     sync(device)
-    result = fit(model, split, stage, cfg, EvalConfig(), 0, max_len, step=step)
+    result = fit(model, split, stage, cfg, EvalConfig(), 0, max_len)
     train_s = result.train_seconds
     return {"model": model_name, "stage": stage, "batch_size": cfg.batch_size, "epochs": len(train_s),
             "first_epoch_s": train_s[0],
             "median_epoch_s_after_first": statistics.median(train_s[1:]) if len(train_s) > 1 else None,
             "median_valid_s": statistics.median(result.eval_seconds),
             "loss": [h["loss"] for h in result.history],
-            **({"dropped_rows": result.history[-1]["dropped_rows"]} if step.fixed_shape else {})}
+            **({"dropped_rows": result.history[-1]["dropped_rows"]} if cfg.fixed_shape else {})}
 
 
 def eval_speed(n_users: int, n_items: int, device: torch.device, max_len: int, repeats: int) -> dict:
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = resolve_device(args.device)
-    step = StepOptions(fixed_shape=args.fixed_shape, capture=args.capture)
+    step = {"fixed_shape": args.fixed_shape, "capture": args.capture}  # trainer fields
     name = device_name(device)
     out = {"device": name, "torch": torch.__version__, "tiny": args.tiny, "capture": args.capture,
            "fixed_shape": args.fixed_shape, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": []}
@@ -151,13 +151,14 @@ def main() -> None:
                 if feats is not None:
                     feats.meta["n_keywords"] = 15
                 ctx, max_len = ModelContext(200, 20, split.train.item_counts(200), feats), 20
-                params, cfg = {}, TrainerConfig(batch_size=64)
+                params, cfg = {}, TrainerConfig(batch_size=64, **step)
             else:
                 dataset = "scientific" if part == "sasrec" else "scientific_mm"
                 split, ctx, max_len, params, cfg = real_data(args, model_name, stage, dataset)
+                cfg = cfg.model_copy(update=step)
             epochs = min(args.epochs, 2) if args.tiny else args.epochs
             row = {"figure": f"{model_name} {stage} epoch",
-                   **fit_epochs(model_name, stage, split, ctx, device, epochs, step, max_len, params, cfg)}
+                   **fit_epochs(model_name, stage, split, ctx, device, epochs, max_len, params, cfg)}
         row["device"] = name
         out["figures"].append(row)
         print(json.dumps(row), flush=True)

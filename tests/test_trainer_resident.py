@@ -14,7 +14,8 @@ from torch.overrides import TorchFunctionMode
 from bench.engine.batching import ResidentRows, iterate_batches, make_rows
 from bench.engine.evaluator import EvalConfig
 from bench.engine.seeding import seed_everything
-from bench.engine.trainer import StepOptions, TrainerConfig, fit, make_optimizer, train_epoch
+from bench.engine.spec import build_spec
+from bench.engine.trainer import TrainerConfig, fit, make_optimizer, train_epoch
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
 from bench.nn.model import ModelContext
@@ -246,11 +247,23 @@ def test_fixed_shape_fit_records_dropped_rows(small_split, monkeypatch):
     monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: SimpleNamespace(means={"Recall@20": 0.1}, seconds=0.0))
     model = _model("sasrec", ModelContext(small_split.n_items, 20, small_split.train.item_counts(small_split.n_items)))
     n_rows = len(make_rows(small_split.train, 20, "packed")[0])
-    result = fit(model, small_split, "train", TrainerConfig(epochs=2, batch_size=48), EvalConfig(), 0, 20,
-                 step=StepOptions(fixed_shape=True))
+    result = fit(model, small_split, "train", TrainerConfig(epochs=2, batch_size=48, fixed_shape=True),
+                 EvalConfig(), 0, 20)
     assert [h["dropped_rows"] for h in result.history] == [n_rows % 48] * 2
-    with pytest.raises(BenchError, match="step capture 'graphs'"):
-        StepOptions(capture="graphs")
+    with pytest.raises(BenchError, match="trainer.capture"):
+        build_spec("scientific", "leave_one_out", "sasrec", 0, {"trainer.capture": "graphs"})
+
+
+def test_step_options_are_trainer_fields_hashed_only_when_they_change_the_numbers():
+    """capture (where the step runs) never moves the run hash; fixed_shape (what an epoch trains)
+    does once set; left at their defaults, the hash is the one runs had before the fields existed."""
+    from bench.engine.spec import hashed_spec, spec_key
+
+    base = build_spec("scientific", "leave_one_out", "sasrec", 0, {})
+    captured = build_spec("scientific", "leave_one_out", "sasrec", 0, {"trainer.capture": "cudagraphs"})
+    fixed = build_spec("scientific", "leave_one_out", "sasrec", 0, {"trainer.fixed_shape": True})
+    assert spec_key(base) == spec_key(captured) != spec_key(fixed)
+    assert "capture" not in hashed_spec(base)["trainer"]["train"] and "fixed_shape" not in hashed_spec(base)["trainer"]["train"]
 
 
 class _Toy(torch.nn.Module):

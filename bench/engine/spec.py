@@ -56,6 +56,10 @@ HASHED_AS = {
     "evaluation": {"batch_users": 2048, "max_scores_in_memory": 32_000_000},
     "trainer": {"device": "auto"},  # per stage
 }
+# Trainer fields added after runs were stored (per stage): execution-only ones are never hashed;
+# the others only once set away from their default, so every earlier hash holds.
+NOT_HASHED = {"capture"}
+HASHED_WHEN_SET = {"fixed_shape": False}
 
 
 def hashed_spec(spec: RunSpec | dict) -> dict:
@@ -68,6 +72,8 @@ def hashed_spec(spec: RunSpec | dict) -> dict:
     for stage in (data.get("trainer") or {}).values():
         if isinstance(stage, dict):
             stage.update({k: v for k, v in HASHED_AS["trainer"].items() if k in stage})
+            for k in NOT_HASHED | {k for k, default in HASHED_WHEN_SET.items() if stage.get(k, default) == default}:
+                stage.pop(k, None)
     return data
 
 

@@ -47,6 +47,14 @@ class TrainerConfig(BaseModel):
     # seeds includes pre-training variance. True: trained once with seed 0 and reused by every
     # seed (faster; tables then say that the ± omits pre-training variance).
     shared_seed: bool = False
+    # How steps run on an accelerator. fixed_shape: every batch batch_size x max_len, the partial
+    # batch dropped (counted as `dropped_rows` in the history): it changes what an epoch trains,
+    # so it enters the run hash when set. capture: "compile" wraps the loss in torch.compile,
+    # "cudagraphs" in its reduce-overhead mode (CUDA graphs; wants fixed_shape); where it runs,
+    # not what it computes, so never hashed. Both off by default: on CPU neither pays for its
+    # compile time with these small models.
+    fixed_shape: bool = False
+    capture: str = Field("off", pattern="^(off|compile|cudagraphs)$")
 
 
 @dataclass
@@ -64,29 +72,11 @@ class FitResult:
         return [h["eval_s"] for h in self.history]
 
 
-@dataclass(frozen=True)
-class StepOptions:
-    """How the steps are executed, for speed on an accelerator (not in TrainerConfig: the run hash
-    does not know them yet). `fixed_shape`: every batch batch_size rows x max_len columns, the
-    partial batch dropped (its row count goes into the epoch's history as `dropped_rows`; this
-    changes what an epoch trains, so runs with it are not the default path's numbers).
-    `capture`: "compile" wraps the model's loss in torch.compile, "cudagraphs" in torch.compile's
-    reduce-overhead mode (CUDA graphs; needs fixed_shape to replay one graph). Both off by default;
-    on CPU neither is worth its compile time for these small models."""
-
-    fixed_shape: bool = False
-    capture: str = "off"
-
-    def __post_init__(self):
-        if self.capture not in ("off", "compile", "cudagraphs"):
-            raise BenchError(f"step capture {self.capture!r}: expected off, compile or cudagraphs")
-
-
-def loss_function(model, options: StepOptions) -> Callable:
-    if options.capture == "off":
+def loss_function(model, cfg: TrainerConfig) -> Callable:
+    if cfg.capture == "off":
         return model.loss
-    mode = "reduce-overhead" if options.capture == "cudagraphs" else "default"
-    return torch.compile(model.loss, mode=mode, dynamic=False if options.fixed_shape else None)
+    mode = "reduce-overhead" if cfg.capture == "cudagraphs" else "default"
+    return torch.compile(model.loss, mode=mode, dynamic=False if cfg.fixed_shape else None)
 
 
 def train_epoch(model, optimizer, batches, cfg: TrainerConfig, autocast, loss_fn: Callable | None = None,
@@ -146,7 +136,6 @@ def fit(
     checkpoint: Path | None = None,
     reporter: Reporter = SILENT,
     on_epoch: Callable[[int, float], None] | None = None,
-    step: StepOptions = StepOptions(),
 ) -> FitResult:
     """Train `model` in `stage` until early stopping; leaves the best-validation weights loaded.
 
@@ -158,7 +147,7 @@ def fit(
     device = next(model.parameters()).device
     mode = cfg.sample_mode or model.sample_mode_for(stage)
     rows = ResidentRows(*make_rows(split.train, max_len, mode), device)
-    loss_fn = loss_function(model, step)
+    loss_fn = loss_function(model, cfg)
     optimizer = make_optimizer(model, cfg)
     data_order = torch.Generator().manual_seed(seed)
     result, best_state, bad_epochs, start_epoch = FitResult(), None, 0, 0
@@ -177,7 +166,7 @@ def fit(
             break
         model.train()
         t0 = time.perf_counter()
-        batches, dropped = rows.epoch(cfg.batch_size, data_order, cfg.bucket_by_length, step.fixed_shape)
+        batches, dropped = rows.epoch(cfg.batch_size, data_order, cfg.bucket_by_length, cfg.fixed_shape)
         task = reporter.task(f"{stage} epoch {epoch}", len(batches))
         stats = train_epoch(model, optimizer, batches, cfg, autocast, loss_fn, task.advance)
         loss_sum, bad_at, bad_loss = stats.tolist()  # the epoch's one host synchronisation
@@ -193,7 +182,7 @@ def fit(
             raise BenchError(f"trainer.valid_metric {cfg.valid_metric!r} is not computed; valid: {sorted(valid.means)}")
         result.history.append(
             {"epoch": epoch, "loss": loss_sum / max(done, 1), cfg.valid_metric: value,
-             "train_s": train_s, "eval_s": valid.seconds, **({"dropped_rows": dropped} if step.fixed_shape else {})}
+             "train_s": train_s, "eval_s": valid.seconds, **({"dropped_rows": dropped} if cfg.fixed_shape else {})}
         )
         if value > result.best_value:
             result.best_value, result.best_epoch, bad_epochs = value, epoch, 0
