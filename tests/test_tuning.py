@@ -203,3 +203,13 @@ def test_sampler_is_seeded(tmp_path, data_root, cache):
              overrides={"protocol.max_users": 200, "protocol.max_len": 20, "trainer.epochs": 1})
         params.append(study_of(e, "seeded").trials[0].params)
     assert params[0] == params[1]
+
+
+def test_study_name_ignores_where_trials_compute():
+    from bench.experiment.tuning import default_study_name
+
+    base = {"trainer.epochs": 3}
+    name = default_study_name("sasrec", "scientific", "leave_one_out", base)
+    elsewhere = {**base, "eval.batch_users": 512, "trainer.device": "cuda", "trainer.pretrain.capture": "compile"}
+    assert default_study_name("sasrec", "scientific", "leave_one_out", elsewhere) == name
+    assert default_study_name("sasrec", "scientific", "leave_one_out", {**base, "trainer.lr": 0.01}) != name

@@ -62,6 +62,16 @@ NOT_HASHED = {"capture"}
 HASHED_WHEN_SET = {"fixed_shape": False}
 
 
+def execution_only(key: str) -> bool:
+    """Whether an override (`eval.batch_users`, `trainer.pretrain.device`, ...) only decides where
+    and in what chunks a run computes, never its numbers."""
+    group, _, name = key.partition(".")
+    leaf = name.rpartition(".")[2]
+    if group == "eval":
+        return leaf in HASHED_AS["evaluation"]
+    return group == "trainer" and (leaf in HASHED_AS["trainer"] or leaf in NOT_HASHED)
+
+
 def hashed_spec(spec: RunSpec | dict) -> dict:
     """The spec as a run hash sees it: its dump (or a record's stored spec) with the execution-only
     settings at their HASHED_AS values. Fields a spec lacks (older records) stay absent."""

@@ -198,7 +198,11 @@ def validation_objective(spec: RunSpec, env, on_epoch: Callable[[int, float], No
 
 
 def default_study_name(model: str, dataset: str, protocol: str, overrides: dict[str, Any]) -> str:
-    return f"{model}-{dataset}-{protocol}-{hash_obj(overrides)[:8]}"
+    """Trials on another device or with another evaluation batch join the same study."""
+    from bench.engine.spec import execution_only
+
+    searched = {k: v for k, v in overrides.items() if not execution_only(k)}
+    return f"{model}-{dataset}-{protocol}-{hash_obj(searched)[:8]}"
 
 
 def _fail_dead_local_trials(study) -> int:
