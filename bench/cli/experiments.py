@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from bench import defaults
+from bench.cli.console import split_names
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
 
@@ -156,7 +157,7 @@ def suite_run(
     suite = load_suite(name)
     k_n = parse_shard(shard)
     filters = {"models": models, "datasets": datasets, "variations": variations}
-    picked = {option: _names(value) for option, value in filters.items()}
+    picked = {option: split_names(value) or None for option, value in filters.items()}
     label = budget_label(budget)
     ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
     with Reporter() as reporter:
@@ -178,10 +179,6 @@ def suite_run(
         console.print(f"  failed {key}: {err}")
     if report.failed:
         raise typer.Exit(1)
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
 def ray_options(executor: str, jobs: int, address: str | None, cpus_per_cell: float, gpus_per_cell: float,

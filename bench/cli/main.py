@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from bench import defaults
-from bench.cli.console import console
+from bench.cli.console import console, split_names
 from bench.cli.experiments import AddressOpt, CpusOpt, ExecutorOpt, GpusOpt, ray_options
 from bench.errors import BenchError
 from bench.paths import bench_home, data_root
@@ -34,10 +34,6 @@ def check_table_output(fmt: str | None, out: Path | None, formats=("md", "csv", 
         raise BenchError(f"--out {out}: is a folder; give a file name")
     if not out.parent.is_dir():
         raise BenchError(f"--out {out}: folder {out.parent} does not exist")
-
-
-def split_names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 @app.command()

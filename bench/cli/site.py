@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from bench.cli.console import split_names
 from bench.errors import BenchError
 from bench.paths import bench_home
 
@@ -19,11 +20,6 @@ def _console():
     from bench.cli.console import console
 
     return console
-
-
-def _names(values: list[str] | None) -> list[str] | None:
-    out = [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
-    return out or None
 
 
 def report(
@@ -48,7 +44,7 @@ def report(
 
     dims = parse_by(by) if by else None
     out = out or bench_home(home) / "site"
-    result = build_site(out, bench_home(home), _names(suites), _names(budget), dims,
+    result = build_site(out, bench_home(home), split_names(",".join(suites or [])) or None, split_names(",".join(budget or [])) or None, dims,
                         data_root(data_root_) if dims else None, storage, all_runs, store)
     _console().print(
         f"site written to {out}/index.html: {len(result.suite_pages)} suite page(s), {result.run_pages} run page(s), "
