@@ -6,6 +6,8 @@ in one run, one thread each, same seed, one process at a time (before/after inte
         --pretrain-epochs 2 --finetune-epochs 2 --repeats 2 --out results/speed/msm4sr_cpu.json
     python benchmarks/msm4sr_speed.py encode --dataset scientific --sample 5000 --repeats 2 \
         --out results/speed/text_encode_cpu.json       # --base adds that tree's encoder as a variant
+    python benchmarks/msm4sr_speed.py encode --dataset scientific \
+        --variants original:1,original:2,after:1,after:2,after_bf16:2   # VARIANT:CORES, whole dataset
 
 Each measurement runs in its own process with PYTHONPATH set to the source tree measured, so
 both revisions import their own `bench`/`msm4sr`. Times are reported as wall seconds and as
@@ -15,6 +17,9 @@ cache of BENCH_HOME (or --home): each run gets a scratch home whose cache/ links
 pre-trained stage is shared between runs. `encode` encodes the dataset's distinct text
 segments with a cold string cache (no vectors written anywhere): the pre-issue-23 function kept
 below, this tree's float32 and bfloat16 encoders (and --base's), vectors checked against the first.
+With --variants each runs on the cores given: torch threads for "original" (its only way to use a
+second core), worker processes of one thread for this tree's encoder; CPU seconds then include
+the workers'.
 """
 
 from __future__ import annotations
@@ -139,15 +144,23 @@ def _encode_worker(a: dict) -> dict:
     enc = TextEncoder(precision="bfloat16") if variant == "tree_bf16" else TextEncoder()
     enc.load()  # model loading is not encoding
     n_tokens = sum(len(x) for x in enc._tokenizer(texts, truncation=True, max_length=enc.max_length)["input_ids"])
-    wall, cpu = time.perf_counter(), time.process_time()
+    import resource
+
+    def children_cpu() -> float:  # worker processes, counted once they have exited
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    wall, cpu, kids = time.perf_counter(), time.process_time(), children_cpu()
     if variant == "original":
         vectors = _original_encode(enc, texts)
     else:
         vectors = enc.encode(texts, progress=True, description=f"{a['dataset']}: text segments")
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu + children_cpu() - kids
     np.save(a["vectors"], vectors)
     return {"strings": len(texts), "all_strings": total, "tokens": n_tokens, "wall_s": wall, "cpu_s": cpu,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            # processes this tree's encoder chose (its rule, on the unpadded token count)
+            "workers": 1 if variant == "original" or not hasattr(enc, "_pool_size") else enc._pool_size(n_tokens)}
 
 
 def _run_worker(tree: Path, kind: str, args: dict, threads: int) -> dict:
@@ -218,35 +231,48 @@ def cmd_encode(a) -> dict:
     bfloat16; opt-in, vectors change). Differences are against "original"'s vectors."""
     import numpy as np
 
-    variants = {"original": (REPO, "original")}
+    variants = {"original": (REPO, "original", a.threads)}
     if a.base:
-        variants["base"] = (Path(a.base).resolve(), "tree")
-    variants["after"] = (REPO, "tree")
+        variants["base"] = (Path(a.base).resolve(), "tree", a.threads)
+    variants["after"] = (REPO, "tree", a.threads)
     if not a.no_bf16:
-        variants["after_bf16"] = (REPO, "tree_bf16")
+        variants["after_bf16"] = (REPO, "tree_bf16", a.threads)
+    if a.variants:  # VARIANT:CORES,...: the first is the reference of the differences and speed-ups
+        kinds = {"original": (REPO, "original"), "after": (REPO, "tree"), "after_bf16": (REPO, "tree_bf16")}
+        if a.base:
+            kinds["base"] = (Path(a.base).resolve(), "tree")
+        variants = {}
+        for item in a.variants.split(","):
+            kind, _, cores = item.partition(":")
+            if kind not in kinds:
+                sys.exit(f"--variants: unknown variant {kind!r} (expected {', '.join(kinds)})")
+            variants[item] = (*kinds[kind], int(cores or a.threads))
     runs: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         vectors = {}
         for r in range(a.repeats):
-            for name, (tree, variant) in variants.items():
+            for name, (tree, variant, cores) in variants.items():
                 path = str(Path(tmp) / f"{name}.npy")
-                args = {**_common(a, "before" if name == "base" else "after"), "threads": a.threads, "limit": a.limit,
-                        "sample": a.sample, "sample_seed": a.sample_seed, "vectors": path, "variant": variant}
-                res = _run_worker(tree, "encode", args, a.threads)
+                args = {**_common(a, "before" if name.startswith("base") else "after"), "threads": cores,
+                        "limit": a.limit, "sample": a.sample, "sample_seed": a.sample_seed, "vectors": path,
+                        "variant": variant}
+                res = _run_worker(tree, "encode", args, cores)
                 runs.setdefault(name, []).append(res)
                 vectors[name] = np.load(path)
                 print(f"[#{r} {name}] {res['wall_s']:.1f}s wall {res['cpu_s']:.1f}s cpu", file=sys.stderr, flush=True)
     table = []
-    first = runs["original"][0]
+    reference = next(iter(runs))
+    first = runs[reference][0]
     for name, results in runs.items():
-        row = {"variant": name, "strings": first["strings"], "threads": a.threads,
+        row = {"variant": name, "strings": first["strings"], "threads": results[0]["threads"],
+               "workers": results[0]["workers"],
                "wall_s": statistics.median(r["wall_s"] for r in results),
                "cpu_s": statistics.median(r["cpu_s"] for r in results)}
         row["strings_per_cpu_s"] = row["strings"] / row["cpu_s"]
         row["strings_per_wall_s"] = row["strings"] / row["wall_s"]
         row["speedup_cpu_vs_original"] = table[0]["cpu_s"] / row["cpu_s"] if table else 1.0
         row["speedup_wall_vs_original"] = table[0]["wall_s"] / row["wall_s"] if table else 1.0
-        row["max_abs_diff_vs_original"] = float(np.abs(vectors[name] - vectors["original"]).max())
+        row["max_abs_diff_vs_original"] = float(np.abs(vectors[name] - vectors[reference]).max())
         if first["strings"] < first["all_strings"]:  # a subset: scaled by its share of the tokens, and said so
             share = first["tokens"] / _all_tokens(a)
             row["extrapolated_all_strings_cpu_s"] = row["cpu_s"] / share
@@ -304,6 +330,8 @@ def main() -> None:
     e.add_argument("--sample", type=int, default=0, help="encode a seeded random N of the strings (0 = all)")
     e.add_argument("--sample-seed", type=int, default=0)
     e.add_argument("--no-bf16", action="store_true", help="leave out the bfloat16 variant")
+    e.add_argument("--variants", default="", help="VARIANT:CORES,... of original, base, after, after_bf16 "
+                   "(e.g. original:1,original:2,after:2); the first is the reference")
     a = ap.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result = (cmd_train if a.cmd == "train" else cmd_encode)(a)

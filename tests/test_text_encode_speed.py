@@ -100,3 +100,33 @@ def test_bad_encoder_options_fail_in_one_line():
         TextEncoder(DEFAULT_ENCODER, precision="int8")
     with pytest.raises(BenchError, match="max_tokens must be >= 1"):
         TextEncoder(DEFAULT_ENCODER, max_tokens=0)
+
+
+def test_worker_pool_gives_the_in_process_vectors_and_counts_all_work(encoder, monkeypatch):
+    """Two worker processes (forced on for a small input) return the vectors of one process, in
+    the caller's order (to rounding: this process runs two threads, the workers one each), and
+    the progress still ends at every token and item."""
+    done = {}
+
+    class Spy(Progress):
+        def close(self):
+            done["tokens"], done["items"], done["total"] = self.done, self.items_done, self.total
+
+    texts = TEXTS * 3 + [f"sample item number {i} with a longer description" * (i % 4 + 1) for i in range(40)]
+    alone = TextEncoder(DEFAULT_ENCODER, batch_size=3, workers=1).encode(texts, progress=False)
+    monkeypatch.setattr(text_encoder, "MIN_PARALLEL_TOKENS", 0)
+    monkeypatch.setattr(text_encoder, "Progress", Spy)
+    pooled = TextEncoder(DEFAULT_ENCODER, batch_size=3, workers=2)
+    assert pooled._pool_size(10) == 2
+    np.testing.assert_allclose(pooled.encode(texts, progress=False), alone, atol=1e-6, rtol=0)
+    assert done["tokens"] == done["total"] > 0 and done["items"] == len(set(texts))
+    assert text_encoder._WORKER is None  # the pool's reference to the model is released
+
+
+def test_small_encodes_and_one_thread_stay_in_process(monkeypatch):
+    enc = TextEncoder(DEFAULT_ENCODER, workers=4)
+    assert enc._pool_size(text_encoder.MIN_PARALLEL_TOKENS - 1) == 1  # start-up would cost more
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert TextEncoder(DEFAULT_ENCODER)._pool_size(10**9) == 1  # OMP_NUM_THREADS=1 keeps one core
+    with pytest.raises(BenchError, match="workers"):
+        TextEncoder(DEFAULT_ENCODER, workers=0)

@@ -8,7 +8,9 @@ transformers is imported only when a model is actually loaded, so cached feature
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +76,9 @@ PRECISIONS = ("float32", "bfloat16")
 # tokens make 448-row matmuls that run far below the CPU's GEMM rate, while ~4k rows run near it
 # (Scientific, 1,000 segments: 1.25x fewer CPU seconds than 64 strings a batch; 8k was slower).
 MAX_TOKENS = 4096
+# Below this many padded tokens (~15 s of one thread) a pool's start-up (each worker imports torch
+# and transformers and loads the model, ~3 s) costs more than it saves: encode in-process.
+MIN_PARALLEL_TOKENS = 200_000
 
 
 class TextEncoder:
@@ -82,7 +87,13 @@ class TextEncoder:
     precision="bfloat16" runs the model under CPU autocast (AMX/AVX-512-BF16 matmuls where the CPU
     has them): ~2.3x fewer CPU seconds than float32 (benchmarks/results/text_encode_cpu_scientific_
     sample5000.json), but vectors move by up to ~2e-3 per component, so it is opt-in and changes
-    the fingerprint (a bf16 string cache is never read as float32's)."""
+    the fingerprint (a bf16 string cache is never read as float32's).
+
+    `workers` processes of one thread each share a large encode (default: this process's torch
+    threads, so OMP_NUM_THREADS=1 keeps it on one core). The encoder is GEMM-bound at ~70% of one
+    core's float32 peak, so a second core is the one large float32 gain left; separate processes
+    scale better than torch's intra-op threads on these small matmuls (1.95x vs ~1.7x on 2 cores).
+    A batch is computed as in-process, so vectors move only by GEMM rounding (< 1e-6) with the count."""
 
     def __init__(
         self,
@@ -91,6 +102,7 @@ class TextEncoder:
         max_length: int | None = None,
         max_tokens: int = MAX_TOKENS,
         precision: str = "float32",
+        workers: int | None = None,
     ):
         self.name, self.model_dir = resolve_encoder_dir(encoder)
         if precision not in PRECISIONS:
@@ -100,6 +112,9 @@ class TextEncoder:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.precision = precision
+        if workers is not None and workers < 1:
+            raise BenchError(f"text encoder workers must be >= 1, got {workers}")
+        self.workers = workers
         self._max_length = max_length
         self._model = None
         self._tokenizer = None
@@ -152,7 +167,6 @@ class TextEncoder:
                 out.append([i])
         return out
 
-    @torch.inference_mode()
     def encode(self, texts: list[str], progress: bool = True, description: str = "encoding") -> np.ndarray:
         """[len(texts), dim] float32, unit norm. Identical strings are encoded once. Strings are
         tokenized up front and batched by token count (not character count, which left ~40% of
@@ -168,13 +182,68 @@ class TextEncoder:
         else:
             ids, batches, work = [], [], []
         with Progress(sum(work), description, enabled=progress, unit="tokens", items=len(unique)) as bar:
-            for batch, tokens_in_batch in zip(batches, work):
-                tokens = self._tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-                    hidden = self._model(**tokens).last_hidden_state.float()
-                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                out[batch] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-                bar.advance(tokens_in_batch, items=len(batch))
+            workers = self._pool_size(sum(work))
+            if workers > 1:
+                self._encode_in_pool(ids, batches, work, workers, out, bar)
+            else:
+                for batch, tokens_in_batch in zip(batches, work):
+                    out[batch] = self.encode_ids([ids[i] for i in batch])
+                    bar.advance(tokens_in_batch, items=len(batch))
         row = {text: i for i, text in enumerate(unique)}
         return out[[row[t] for t in texts]] if texts else out
+
+    @torch.inference_mode()
+    def encode_ids(self, batch_ids: list[list[int]]) -> np.ndarray:
+        """One batch of token-id lists -> [len(batch_ids), dim] unit vectors (mean over real tokens)."""
+        self.load()
+        tokens = self._tokenizer.pad({"input_ids": batch_ids}, return_tensors="pt")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            hidden = self._model(**tokens).last_hidden_state.float()
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+    def _pool_size(self, tokens: int) -> int:
+        workers = self.workers if self.workers is not None else torch.get_num_threads()
+        if tokens < MIN_PARALLEL_TOKENS or multiprocessing.current_process().daemon:
+            return 1  # a daemonic process (e.g. a multiprocessing pool's) may not start children
+        return max(1, min(workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else workers))
+
+    def _encode_in_pool(self, ids, batches, work, workers: int, out: np.ndarray, bar: Progress) -> None:
+        # ~8 tasks per worker: balanced (later batches hold longer strings) and a live ETA
+        per_task = max(1, len(batches) // (workers * 8))
+        tasks = [range(i, min(i + per_task, len(batches))) for i in range(0, len(batches), per_task)]
+        # fork where there is one: workers inherit the loaded model (no import or load per worker)
+        # and the caller's script needs no __main__ guard; torch re-creates its thread pool after a fork
+        global _WORKER
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        _WORKER = self
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker,
+                                     initargs=(str(self.model_dir), self.precision, self.max_length)) as pool:
+                pending = {pool.submit(_encode_task, [[ids[i] for i in batches[b]] for b in task]): task
+                           for task in tasks}
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        task = pending.pop(future)
+                        for b, vectors in zip(task, future.result()):
+                            out[batches[b]] = vectors
+                            bar.advance(work[b], items=len(batches[b]))
+        finally:
+            _WORKER = None
+
+
+_WORKER: TextEncoder | None = None
+
+
+def _init_worker(model_dir: str, precision: str, max_length: int) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    if _WORKER is None:  # spawned: load the model here (forked workers inherit the caller's)
+        _WORKER = TextEncoder(model_dir, max_length=max_length, precision=precision, workers=1)
+        _WORKER.load()
+
+
+def _encode_task(batches: list[list[list[int]]]) -> list[np.ndarray]:
+    return [_WORKER.encode_ids(batch) for batch in batches]
