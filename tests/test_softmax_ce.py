@@ -60,3 +60,46 @@ def test_next_item_ce_restricted_classes_is_ce_over_those_items_only():
     # padding is never a class, even when `classes` says so
     classes[0] = True
     torch.testing.assert_close(next_item_ce(out, target, items, classes), expected)
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_static_next_item_ce_equals_the_selected_one_in_value_and_gradient(restricted):
+    """The accelerator's shape-static loss (every position scored, no-target positions weighed 0,
+    non-class items at -inf) is the CPU loss to float rounding, gradients included; a padding
+    position whose stand-in target is a non-class item must not turn the sum into nan."""
+    from bench.nn.softmax_ce import static_next_item_ce
+
+    g = torch.Generator().manual_seed(3)
+    out = torch.randn(4, 6, 8, generator=g)
+    items = torch.randn(31, 8, generator=g)
+    target = torch.randint(2, 31, (4, 6), generator=g) * (torch.rand(4, 6, generator=g) > 0.4)
+    classes = None
+    if restricted:
+        classes = torch.ones(31, dtype=torch.bool)
+        classes[1] = False  # item 1: never a target, and every padding position's stand-in
+        classes[torch.tensor([5, 9])] = False
+        target[(target == 5) | (target == 9)] = 7
+    grads = []
+    for fn in (next_item_ce, static_next_item_ce):
+        o, it = out.clone().requires_grad_(), items.clone().requires_grad_()
+        loss = fn(o, target, it, classes)
+        loss.backward()
+        grads.append((loss.detach(), o.grad, it.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(grads[1][0])
+
+
+def test_sasrec_loss_traces_as_one_graph():
+    """Under torch.compile the loss takes the shape-static form: one graph, nothing that breaks a
+    capture (the eager backend traces without compiling, so this stays fast on CPU)."""
+    from baselines.sasrec import SASRec, SASRecConfig
+    from bench.nn.model import ModelContext
+
+    torch.manual_seed(0)
+    import numpy as np
+
+    model = SASRec(SASRecConfig(hidden=16, layers=1, heads=1), ModelContext(20, 6, np.ones(21))).eval()  # no dropout
+    batch = {"input": torch.randint(0, 21, (3, 6)), "target": torch.randint(0, 21, (3, 6))}
+    compiled = torch.compile(model.loss, backend="eager", fullgraph=True)  # fullgraph: a break raises
+    torch.testing.assert_close(compiled(batch), model.loss(batch), rtol=1e-5, atol=1e-6)

@@ -235,7 +235,7 @@ def test_table_marks_best_second_and_significance(tmp_path, env):
     rows = {line.split("|")[1].split(" ‡")[0].strip(): line for line in results.splitlines()
             if line.startswith("| ") and "Model" not in line}
     # fake records carry no parameters or timings; their 3-epoch curves still rise at the 1-epoch cap
-    assert "| SASRec (CE) ‡2/2 | — | — | — |" in costs
+    assert "| SASRec (CE) ‡2/2 | — | — | 1 | — |" in costs  # best epoch beside its cap
     sas, gru, pop = rows["SASRec (CE)"], rows["GRU4Rec (CE)"], rows["Pop"]
     assert "**" in sas and "†" not in sas  # best, and the reference carries no mark
     assert "<u>" in gru and "†" not in gru  # second; not significantly different from the reference
@@ -361,16 +361,20 @@ def test_run_cost_averages_seeds_per_stage():
     from bench.report.tables import run_cost
 
     recs = [{"parameters": 10, "best_epoch": b, "timings": {"total_s": 9.0, "pretrain": {"s_per_epoch": p},
-                                                          "finetune": {"s_per_epoch": f}}}
-            for b, p, f in ((3, 2.0, 1.0), (5, 4.0, 3.0))]
-    assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0},
-                              "machine": "CPU"}
+                                                          "finetune": {"s_per_epoch": f}},
+             "spec": {"model": "msm4sr", "trainer": {"pretrain": {"epochs": 30}, "finetune": {"epochs": cap}}},
+             "history": {"finetune": [], "pretrain": []}}
+            for b, p, f, cap in ((3, 2.0, 1.0, 50), (5, 4.0, 3.0, 50))]
+    assert run_cost(recs) == {"parameters": 10, "best_epoch": 5.0, "epoch_cap": "50",  # the final stage's cap
+                              "s_per_epoch": {"pretrain": 3.0, "finetune": 2.0}, "machine": "CPU"}
+    recs[1]["spec"]["trainer"]["finetune"]["epochs"] = 200  # seeds under different caps: both shown
+    assert run_cost(recs)["epoch_cap"] == "50/200"
     assert run_cost([]) == {}
     # the machine column says where each seed trained: a GPU unless the spec pinned the cpu
     gpu = {"provenance": {"hardware": {"gpu": "NVIDIA H200", "torch_threads": 1}},
-           "spec": {"trainer": {"train": {"device": "auto"}}}}
+           "spec": {"model": "sasrec", "trainer": {"train": {"device": "auto"}}}, "history": {"train": []}}
     pinned = {"provenance": {"hardware": {"gpu": "NVIDIA H200", "torch_threads": 16}},
-              "spec": {"trainer": {"train": {"device": "cpu"}}}}
+              "spec": {"model": "sasrec", "trainer": {"train": {"device": "cpu"}}}, "history": {"train": []}}
     assert run_cost([{**recs[0], **gpu}, {**recs[1], **pinned}])["machine"] == "CPU, 16 threads, NVIDIA H200"
 
 
@@ -403,7 +407,7 @@ def test_split_counts_are_the_definitions_counts_not_its_thresholds():
 
 
 def test_curves_use_the_final_stage_although_records_sort_their_keys():
-    from bench.report.plots import final_stage
+    from bench.report.tables import final_stage
 
     assert final_stage("msm4sr", {"finetune": [], "pretrain": []}) == "finetune"
     assert final_stage("s3rec", {"finetune": [], "pretrain": []}) == "finetune"

@@ -150,12 +150,13 @@ def _bitwise_two_epochs(name, stage):
 
 
 # Host reads per step that the models' own losses still make on the GPU path (msm4sr.fast, a
-# CPU-only path, switched off as on cuda). The trainer adds none (test below with a host-free
-# loss). Left for a GPU session: SASRec's next_item_ce takes out[target > 0] (a data-dependent
-# shape); MSM4SR pre-training checks its rows with bool(...any()), counts real positions with
-# int(...), and takes torch.unique of the batch's items; fine-tuning masks with bool indices.
+# CPU-only path, switched off as on cuda; next_item_ce's shape-static form, as on any accelerator).
+# The trainer adds none (test below with a host-free loss). SASRec and every model on next_item_ce
+# make none. Left for a GPU session: MSM4SR pre-training checks its rows with bool(...any()),
+# counts real positions with int(...), and takes torch.unique of the batch's items; fine-tuning
+# masks with bool indices.
 MODEL_READS_PER_STEP = {
-    ("sasrec", None): ({}, {"__getitem__": 2}),
+    ("sasrec", None): ({}, {}),
     ("msm4sr", "pretrain"): ({"__bool__": 1, "__int__": 1}, {"__getitem__": 1, "unique": 1, "__setitem__": 2}),
     ("msm4sr", "finetune"): ({}, {"__getitem__": 8, "__setitem__": 2}),
 }
@@ -189,9 +190,11 @@ def test_trainer_epoch_reads_nothing_from_the_device():
 
 @pytest.mark.parametrize("name,stage", list(MODEL_READS_PER_STEP))
 def test_models_host_reads_per_step_are_known(name, stage, monkeypatch):
+    from bench.nn import softmax_ce
     from msm4sr import fast
 
     monkeypatch.setattr(fast, "supported", lambda *a: False)  # as on cuda
+    monkeypatch.setattr(softmax_ce, "STATIC_ON_CPU", True)
     ctx, train = _context(features=name == "msm4sr")
     model = _model(name, ctx)
     if stage:

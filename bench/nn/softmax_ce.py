@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 MAX_DENSE_LOGITS = 2**25  # 128 MiB of float32 logits
 CHUNK_ITEMS = 8192
+# True: CPU takes the accelerator's shape-static loss too (tests count its host reads on CPU)
+STATIC_ON_CPU = False
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
@@ -51,10 +53,35 @@ def next_item_ce(
     """The harness's training loss for every CE model: outputs `out` [B, L, H] at the positions
     that have a target (`target` [B, L], 0 = none) against the item table `items` [n_items + 1, H]
     (row 0, the padding item, is never a class; nor is an item outside `classes`, see
-    ModelContext.train_classes)."""
+    ModelContext.train_classes).
+
+    On an accelerator, or while torch.compile traces, it takes the shape-static form below: the
+    boolean selection here makes the host wait for the device every step and cannot be captured.
+    On CPU the selection is cheaper than scoring every padded position, and it keeps the numbers
+    every CPU record was made with."""
+    rows = target.numel() * (items.size(0) - 1)
+    static = out.device.type != "cpu" or STATIC_ON_CPU or torch.compiler.is_compiling()
+    if static and rows <= MAX_DENSE_LOGITS:
+        return static_next_item_ce(out, target, items, classes)
     keep = target > 0
     table, tgt = class_table(items, target[keep], classes)
     return softmax_ce(out[keep], table, tgt)
+
+
+def static_next_item_ce(
+    out: torch.Tensor, target: torch.Tensor, items: torch.Tensor, classes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """next_item_ce without data-dependent shapes (no host sync; capturable by CUDA graphs): every
+    position is scored against every item, positions without a target weigh 0 and items outside
+    `classes` get -inf logits (they drop out of the softmax exactly as if never a column)."""
+    h, t = out.reshape(-1, out.size(-1)), target.reshape(-1)
+    keep = t > 0
+    logits = (h @ items[1:].T).float()
+    if classes is not None:
+        logits = logits.masked_fill(~classes[1:], float("-inf"))
+    loss = F.cross_entropy(logits, (t - 1).clamp(min=0), reduction="none")
+    # where, not a product: a padding position's stand-in target may be a masked class (inf loss)
+    return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
 
 
 def class_table(

@@ -9,7 +9,7 @@ import numpy as np
 
 from bench.experiment.suites import Suite, budget_label
 from bench.plugins import get_model_class
-from bench.report.tables import identical_runs
+from bench.report.tables import final_stage, identical_runs
 
 
 def _plt():
@@ -37,12 +37,6 @@ def _complete_records(suite: Suite, store, budget: str):
     for cell, key, record in suite_records(suite, store, budget):
         if record is not None:
             yield cell, key, record
-
-
-def final_stage(model: str, history: dict) -> str:
-    """The last stage the model ran (records sort their keys, so 'finetune' precedes 'pretrain')."""
-    order = get_model_class(model).stages
-    return max(history, key=lambda st: order.index(st) if st in order else -1)
 
 
 LINESTYLES = ("-", "--", ":", "-.")

@@ -288,15 +288,24 @@ def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dic
     return out
 
 
+def final_stage(model: str, history: dict) -> str:
+    """The last stage the model ran (records sort their keys, so 'finetune' precedes 'pretrain')."""
+    order = get_model_class(model).stages
+    return max(history, key=lambda st: order.index(st) if st in order else -1)
+
+
 def run_cost(records: list[dict]) -> dict[str, Any]:
-    """Trainable parameters, mean best epoch (final stage) and mean s/epoch of each stage."""
+    """Trainable parameters, mean best epoch and epoch cap (final stage), mean s/epoch of each stage."""
     if not records:
         return {}
     stages = [k for k, v in records[0].get("timings", {}).items() if isinstance(v, dict) and "s_per_epoch" in v]
     best = [r["best_epoch"] for r in records if r.get("best_epoch") is not None]
+    caps = {r["spec"]["trainer"].get(final_stage(r["spec"]["model"], r["history"]), {}).get("epochs")
+            for r in records if r.get("history")}
     return {
         "parameters": records[0].get("parameters"),
         "best_epoch": float(np.mean(best)) + 1 if best else None,  # 1-based, as epochs are counted
+        "epoch_cap": "/".join(str(c) for c in sorted(caps - {None})) or None,
         "s_per_epoch": {st: float(np.mean([r["timings"][st]["s_per_epoch"] for r in records])) for st in stages},
         "machine": ", ".join(sorted({machine_label(r) for r in records})),
     }
@@ -315,8 +324,8 @@ def machine_label(record: dict) -> str:
 def render_costs(table: SuiteTable) -> str:
     """Markdown: what each row cost (the machine is in the records' provenance)."""
     several = len({r.dataset for r in table.rows}) > 1
-    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | s/epoch | machine |",
-             "|" + ("---|" if several else "") + "---|---|---|---|---|"]
+    lines = ["| " + ("Dataset | " if several else "") + "Model | parameters | best epoch | epoch cap | s/epoch | "
+             "machine |", "|" + ("---|" if several else "") + "---|---|---|---|---|---|"]
     for r in table.rows:
         c = r.cost
         if not c:
@@ -325,7 +334,7 @@ def render_costs(table: SuiteTable) -> str:
         best = f"{c['best_epoch']:.1f}" if c["best_epoch"] is not None else "—"
         params = f"{c['parameters']:,}" if c.get("parameters") is not None else "—"
         lines.append("| " + (f"{r.dataset} | " if several else "") + f"{row_label(r)} | {params} | {best} | "
-                     f"{per_stage} | {c.get('machine') or '—'} |")
+                     f"{c.get('epoch_cap') or '—'} | {per_stage} | {c.get('machine') or '—'} |")
     return "\n".join(lines) + "\n"
 
 

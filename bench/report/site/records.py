@@ -56,7 +56,7 @@ def final_stage(record: dict) -> str | None:
     history = record.get("history") or {}
     if not history:
         return None
-    from bench.report.plots import final_stage as stage_of
+    from bench.report.tables import final_stage as stage_of
 
     return stage_of(record["spec"]["model"], history)
 
