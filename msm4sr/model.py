@@ -9,6 +9,7 @@ from torch import nn
 from bench.errors import BenchError
 from bench.nn.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
 from bench.nn.softmax_ce import class_table
+from bench.nn.static import shape_static
 from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr import fast
 from msm4sr.augment import complementary_mixup, draw_ratios, mixup_mask, sequence_dropout
@@ -16,6 +17,8 @@ from msm4sr.config import MSM4SRConfig
 from msm4sr.losses import cmcl_loss, nip_loss, normalize, same_target_pairs
 from msm4sr.moe import MoEAdaptor
 from msm4sr.pooling import AttentionPool
+
+PREFIX_ROWS = "pre-training needs 'prefix' rows (one target, at each row's last real position)"
 
 
 @MODELS.register("msm4sr")
@@ -178,26 +181,38 @@ class MSM4SR(PretrainFinetune):
         cfg = self.config
         seq, lengths = batch["input"], batch["lengths"]
         target = batch["target"].gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)
-        if bool(((target <= 0) | ((batch["target"] > 0).sum(1) != 1)).any()):
-            raise ValueError("pre-training needs 'prefix' rows (one target, at each row's last real position)")
+        prefix_rows = (target > 0) & ((batch["target"] > 0).sum(1) == 1)
+        static = shape_static(seq)
+        if static:  # checked on the device, no host read (a failure stops the run there)
+            torch._assert_async(prefix_rows.all(), PREFIX_ROWS)
+        elif not bool(prefix_rows.all()):
+            raise ValueError(PREFIX_ROWS)
         b, length = seq.shape
         per_seq = cfg.ratio_scope == "sequence"
         if cfg.item_dropout and self.training:
             seq, lengths = sequence_dropout(seq, lengths, draw_ratios(b, cfg.item_dropout_max, per_seq, seq),
                                             keep_end=cfg.seq_dropout_keep)
-        # pool and project each distinct item of the batch once; dropout/LayerNorm/gating per
-        # occurrence, so every position and every target gets its own dropout mask as in the code
-        # ... and only at real positions: padding comes after the last real item, so with causal
-        # attention its value never reaches a real position (zeros there save ~L/len of the work)
         real = seq > 0
-        n_real = int(real.sum())
-        uniq, inv = torch.unique(torch.cat([seq[real], target]), return_inverse=True)
-        inv_seq, inv_tgt = inv[:n_real], inv[n_real:]
         z_seq, z_tgt = {}, {}
-        for m in self.modalities:
-            y, g = self.adaptor[m].project(self.pooled(m, uniq))
-            z_seq[m] = scatter_rows(real, self.adaptor[m].combine(y[inv_seq], g[inv_seq]))
-            z_tgt[m] = self.adaptor[m].combine(y[inv_tgt], g[inv_tgt])
+        if static:  # every item projected once, every position gathered: no data-dependent shape
+            for m in self.modalities:
+                y, g = self.adaptor[m].project(self.pooled(m))
+                ids = torch.cat([seq.reshape(-1), target])
+                z = self.adaptor[m].combine(y[ids], g[ids])
+                z_seq[m] = torch.where(real.unsqueeze(-1), z[: seq.numel()].view(b, length, -1), 0.0)
+                z_tgt[m] = z[seq.numel():]
+        else:
+            # pool and project each distinct item of the batch once; dropout/LayerNorm/gating per
+            # occurrence, so every position and every target gets its own dropout mask as in the code
+            # ... and only at real positions: padding comes after the last real item, so with causal
+            # attention its value never reaches a real position (zeros there save ~L/len of the work)
+            n_real = int(real.sum())
+            uniq, inv = torch.unique(torch.cat([seq[real], target]), return_inverse=True)
+            inv_seq, inv_tgt = inv[:n_real], inv[n_real:]
+            for m in self.modalities:
+                y, g = self.adaptor[m].project(self.pooled(m, uniq))
+                z_seq[m] = scatter_rows(real, self.adaptor[m].combine(y[inv_seq], g[inv_seq]))
+                z_tgt[m] = self.adaptor[m].combine(y[inv_tgt], g[inv_tgt])
         if cfg.mixup and len(self.modalities) == 2 and self.training:
             mask = mixup_mask(lengths, length, draw_ratios(b, cfg.mixup_max, per_seq, seq))
             z_seq["text"], z_seq["image"] = complementary_mixup(z_seq["text"], z_seq["image"], mask)
@@ -241,15 +256,21 @@ class MSM4SR(PretrainFinetune):
         seq, target = batch["input"], batch["target"]
         keep = target > 0
         real = seq > 0  # own dropout per real position, as the code; padding stays zero
+        static = shape_static(seq)
         cands, z_in = {}, {}
         for m in self.modalities:
             y, g = self.adaptor[m].project(self.pooled(m))
             cands[m] = self.adaptor[m].combine(y, g)
-            z_in[m] = scatter_rows(real, self.adaptor[m].combine(y[seq[real]], g[seq[real]]))
+            if static:  # every position, padding zeroed after: no data-dependent shape
+                z_in[m] = torch.where(real.unsqueeze(-1), self.adaptor[m].combine(y[seq], g[seq]), 0.0)
+            else:
+                z_in[m] = scatter_rows(real, self.adaptor[m].combine(y[seq[real]], g[seq[real]]))
             if self.uses_ids:
                 cands[m] = cands[m] + self.id_emb.weight
                 z_in[m] = z_in[m] + self.id_emb(seq)
         outs = self.encode_train(z_in, real.sum(1), last_only=False)
+        if static:
+            return self._static_finetune_ce(outs, cands, target)
         logits = None
         for m in self.modalities:
             out = outs[m][keep]
@@ -260,6 +281,18 @@ class MSM4SR(PretrainFinetune):
         with full_precision(logits.device):
             return F.cross_entropy(logits / self.config.tau, tgt)
 
+    def _static_finetune_ce(self, outs: dict, cands: dict, target: torch.Tensor) -> torch.Tensor:
+        """finetune_loss's CE at every position: no-target positions weigh 0, non-class items
+        (and the padding item) are left out of the softmax as -inf logits."""
+        t = target.reshape(-1)
+        keep = t > 0
+        with full_precision(t.device):
+            logits = sum(normalize(outs[m].reshape(t.numel(), -1)) @ normalize(cands[m][1:]).T
+                         for m in self.modalities) / self.config.tau
+            if self.train_classes is not None:
+                logits = logits.masked_fill(~self.train_classes[1:], float("-inf"))
+            loss = F.cross_entropy(logits, (t - 1).clamp(min=0), reduction="none")
+            return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
 
 def scatter_rows(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """[B, L] bool mask and [mask.sum(), H] values -> [B, L, H], zeros where mask is False."""

@@ -149,17 +149,46 @@ def _bitwise_two_epochs(name, stage):
         assert torch.equal(v, ends[1][1][k]), k
 
 
-# Host reads per step that the models' own losses still make on the GPU path (msm4sr.fast, a
-# CPU-only path, switched off as on cuda; next_item_ce's shape-static form, as on any accelerator).
-# The trainer adds none (test below with a host-free loss). SASRec and every model on next_item_ce
-# make none. Left for a GPU session: MSM4SR pre-training checks its rows with bool(...any()),
-# counts real positions with int(...), and takes torch.unique of the batch's items; fine-tuning
-# masks with bool indices.
+# Host reads per step that the models' own losses make on the GPU path (msm4sr.fast, a CPU-only
+# path, switched off as on cuda; bench.nn.static's shape-static forms, as on any accelerator): none.
+# The trainer adds none either (test below with a host-free loss).
 MODEL_READS_PER_STEP = {
     ("sasrec", None): ({}, {}),
-    ("msm4sr", "pretrain"): ({"__bool__": 1, "__int__": 1}, {"__getitem__": 1, "unique": 1, "__setitem__": 2}),
-    ("msm4sr", "finetune"): ({}, {"__getitem__": 8, "__setitem__": 2}),
+    ("msm4sr", "pretrain"): ({}, {}),
+    ("msm4sr", "finetune"): ({}, {}),
 }
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_msm4sr_static_losses_equal_the_selecting_ones(stage, monkeypatch):
+    """Without dropout (eval mode) the accelerator's every-position losses are the CPU's
+    real-positions-only losses to float rounding, gradients included (fine-tuning with
+    restricted classes: items 3 and 7 are never classes)."""
+    from bench.nn import static
+
+    ctx, train = _context(features=True)
+    classes = np.ones(ctx.n_items + 1, dtype=bool)
+    classes[[3, 7]] = False
+    ctx.train_classes = classes
+    model = _model("msm4sr", ctx)
+    model.set_stage(stage)
+    model.eval()
+    inp, tgt = make_rows(train, 8, model.sample_mode_for(stage))
+    tgt = torch.as_tensor(tgt)
+    if stage == "finetune":
+        tgt = torch.where((tgt == 3) | (tgt == 7), 0, tgt)  # targets are always classes
+    batch = {"input": torch.as_tensor(inp), "target": tgt, "lengths": (torch.as_tensor(inp) > 0).sum(1)}
+    results = []
+    for on in (False, True):
+        monkeypatch.setattr(static, "STATIC_ON_CPU", on)
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def _count_epoch(model, train, mode, batch_size=16):
@@ -190,11 +219,11 @@ def test_trainer_epoch_reads_nothing_from_the_device():
 
 @pytest.mark.parametrize("name,stage", list(MODEL_READS_PER_STEP))
 def test_models_host_reads_per_step_are_known(name, stage, monkeypatch):
-    from bench.nn import softmax_ce
+    from bench.nn import static
     from msm4sr import fast
 
     monkeypatch.setattr(fast, "supported", lambda *a: False)  # as on cuda
-    monkeypatch.setattr(softmax_ce, "STATIC_ON_CPU", True)
+    monkeypatch.setattr(static, "STATIC_ON_CPU", True)
     ctx, train = _context(features=name == "msm4sr")
     model = _model(name, ctx)
     if stage:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bench.nn.static import shape_static
+
 MAX_DENSE_LOGITS = 2**25  # 128 MiB of float32 logits
 CHUNK_ITEMS = 8192
-# True: CPU takes the accelerator's shape-static loss too (tests count its host reads on CPU)
-STATIC_ON_CPU = False
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
@@ -55,13 +55,9 @@ def next_item_ce(
     (row 0, the padding item, is never a class; nor is an item outside `classes`, see
     ModelContext.train_classes).
 
-    On an accelerator, or while torch.compile traces, it takes the shape-static form below: the
-    boolean selection here makes the host wait for the device every step and cannot be captured.
-    On CPU the selection is cheaper than scoring every padded position, and it keeps the numbers
-    every CPU record was made with."""
-    rows = target.numel() * (items.size(0) - 1)
-    static = out.device.type != "cpu" or STATIC_ON_CPU or torch.compiler.is_compiling()
-    if static and rows <= MAX_DENSE_LOGITS:
+    On an accelerator, or while torch.compile traces, it takes the shape-static form below
+    (bench.nn.static: the selection here would make the host wait for the device every step)."""
+    if shape_static(out) and target.numel() * (items.size(0) - 1) <= MAX_DENSE_LOGITS:
         return static_next_item_ce(out, target, items, classes)
     keep = target > 0
     table, tgt = class_table(items, target[keep], classes)
