@@ -1,10 +1,15 @@
 """Our models beside RecBole 1.2.1 on the identical split: one markdown table.
 
-Reads the JSON results of benchmarks/recbole_sasrec.py (one per model and seed) and the rows of a
-suite table (same dataset, leave-one-out, full ranking) from the store, e.g.
+Reads the JSON results of benchmarks/recbole_sasrec.py (one per model, dataset and seed) and the
+rows of a suite table (leave-one-out, full ranking; the reference variation's rows) from the
+store, e.g.
 
-    python benchmarks/recbole_table.py results/recbole/*.json --suite main --budget cpu \
-        --out results/recbole-crosscheck-cpu.md
+    python benchmarks/recbole_table.py results/recbole/*.json --suite baselines --budget cpu \
+        --out results/baselines-recbole-cpu.md
+
+Each RecBole group is matched to our row of the same dataset and model. Its split is the same
+only when the export's content hash equals our records' (the export was made from that data):
+a group exported from other content is marked, never silently set beside ours.
 """
 
 from __future__ import annotations
@@ -27,11 +32,11 @@ OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec"}
 METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50"]
 
 
-def recbole_rows(paths: list[Path]) -> dict[str, list[dict]]:
+def recbole_rows(paths: list[Path]) -> dict[tuple[str, str], list[dict]]:
     by_model = defaultdict(list)
     for p in paths:
         run = json.loads(p.read_text())
-        by_model[run["model"]].append(run)
+        by_model[(run["dataset"], run["model"])].append(run)
     return by_model
 
 
@@ -39,8 +44,8 @@ def cell(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
-def recbole_line(model: str, runs: list[dict]) -> str:
-    metrics = [cell([r["test"][m.lower()] for r in runs]) for m in METRICS]
+def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str], our_hash: str | None) -> str:
+    values = [cell([r["test"][m.lower()] for r in runs]) for m in metrics]
     best = np.mean([r["best_epoch"] + 1 for r in runs])
     s_epoch = np.mean([r["timing"]["train_epoch_seconds_median"] for r in runs])
     device = runs[0].get("device", "cpu")
@@ -49,7 +54,10 @@ def recbole_line(model: str, runs: list[dict]) -> str:
     budget = f"max {runs[0]['hyperparameters']['max_epochs']} ep., patience {runs[0]['hyperparameters']['patience']}"
     if limited:
         budget += f"; {limited} run(s) cut by a time limit after {min(r['epochs_run'] for r in runs)}+ epochs"
-    return (f"| {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(metrics)
+    hashes = {r["export_info"].get("dataset_content_hash") for r in runs}
+    if our_hash is not None and hashes != {our_hash}:
+        budget += f"; **other split**: exported from content {', '.join(sorted(map(str, hashes)))}, ours {our_hash}"
+    return (f"| {dataset} | {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(values)
             + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} |")
 
 
@@ -62,18 +70,25 @@ def main() -> None:
     a = ap.parse_args()
     suite = load_suite(a.suite)
     table = build_table(suite, ResultStore(store_dir(bench_home())), a.budget)
-    ours = {row.arm[1]: row for row in table.rows}
-    lines = ["| Model | implementation | seeds | " + " | ".join(METRICS) + " | best epoch | s/epoch | budget |",
-             "|---" * (len(METRICS) + 6) + "|"]
-    for model, runs in sorted(recbole_rows(a.recbole).items()):
-        row = ours.get(OURS.get(model, ""))
+    reference = suite.reference_arm()
+    ours = {(row.dataset, row.arm[1]): row for row in table.rows
+            if reference is None or row.arm[0] == reference[0]}
+    metrics = [m for m in METRICS if m in table.metrics]
+    store = ResultStore(store_dir(bench_home()))
+    lines = ["| Dataset | Model | implementation | seeds | " + " | ".join(metrics) + " | best epoch | s/epoch | budget |",
+             "|---" * (len(metrics) + 7) + "|"]
+    for (dataset, model), runs in sorted(recbole_rows(a.recbole).items()):
+        row = ours.get((dataset, OURS.get(model, "")))
+        our_hash = None
         if row is not None and row.n_done:
             c = row.cost
+            our_hash = store.load(next(iter(row.seeds.values())))["dataset"]["content_hash"]
             s_epoch = ", ".join(f"{v:.2f}" for v in c["s_per_epoch"].values())
-            lines.append(f"| {model} | msm4sr-bench | {row.n_done} | "
-                         + " | ".join(f"{row.means[m]:.4f} ± {row.stds[m]:.4f}" for m in METRICS)
-                         + f" | {c['best_epoch']:.1f} | {s_epoch} ({c['machine']}) | suite {a.suite}, {a.budget} budget |")
-        lines.append(recbole_line(model, runs))
+            lines.append(f"| {dataset} | {model} | msm4sr-bench | {row.n_done} | "
+                         + " | ".join(f"{row.means[m]:.4f} ± {row.stds[m]:.4f}" for m in metrics)
+                         + f" | {c['best_epoch']:.1f} | {s_epoch} ({c['machine']}) | suite {a.suite}, {a.budget} "
+                           f"budget, max {c.get('epoch_cap')} ep. |")
+        lines.append(recbole_line(dataset, model, runs, metrics, our_hash))
     body = "\n".join(lines) + "\n"
     text = (provenance_header("md", "python " + shlex.join(sys.argv)) + "\n" + body
             + "\nTest split, full ranking over all items, mean ± std (ddof 1) over seeds; best epoch 1-based; "

@@ -195,9 +195,9 @@ class MSM4SR(PretrainFinetune):
         real = seq > 0
         z_seq, z_tgt = {}, {}
         if static:  # every item projected once, every position gathered: no data-dependent shape
+            ids = torch.cat([seq.reshape(-1), target])
             for m in self.modalities:
                 y, g = self.adaptor[m].project(self.pooled(m))
-                ids = torch.cat([seq.reshape(-1), target])
                 z = self.adaptor[m].combine(y[ids], g[ids])
                 z_seq[m] = torch.where(real.unsqueeze(-1), z[: seq.numel()].view(b, length, -1), 0.0)
                 z_tgt[m] = z[seq.numel():]
@@ -293,6 +293,7 @@ class MSM4SR(PretrainFinetune):
                 logits = logits.masked_fill(~self.train_classes[1:], float("-inf"))
             loss = F.cross_entropy(logits, (t - 1).clamp(min=0), reduction="none")
             return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
+
 
 def scatter_rows(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """[B, L] bool mask and [mask.sum(), H] values -> [B, L, H], zeros where mask is False."""
