@@ -9,7 +9,7 @@ store, e.g.
 
 Each RecBole group is matched to our row of the same dataset and model. Its split is the same
 only when the export's content hash equals our records' (the export was made from that data):
-a group exported from other content is marked, never silently set beside ours.
+a group exported under another content hash is marked, never silently set beside ours.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str],
         budget += f"; {limited} run(s) cut by a time limit after {min(r['epochs_run'] for r in runs)}+ epochs"
     exported = str(runs[0]["export_info"].get("dataset_content_hash"))
     if our_hash is not None and exported != our_hash:
-        budget += f"; **not the identical split**: exported from content {exported}, ours {our_hash}"
+        budget += f"; exported from content hash {exported}, ours {our_hash}: same split not verified"
     return (f"| {dataset} | {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(values)
             + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} |")
 
