@@ -4,7 +4,7 @@ Reads the JSON results of benchmarks/recbole_sasrec.py (one per model, dataset a
 rows of a suite table (leave-one-out, full ranking; the reference variation's rows) from the
 store, e.g.
 
-    python benchmarks/recbole_table.py results/recbole/*.json --suite baselines --budget cpu \
+    python benchmarks/recbole_table.py results/recbole/*.json --suite baselines --budget cpu --home results \
         --out results/baselines-recbole-cpu.md
 
 Each RecBole group is matched to our row of the same dataset and model. Its split is the same
@@ -68,14 +68,15 @@ def main() -> None:
     ap.add_argument("--suite", default="main")
     ap.add_argument("--budget", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--home", type=Path, default=None, help="store to read our rows from (default: $BENCH_HOME)")
     a = ap.parse_args()
     suite = load_suite(a.suite)
-    table = build_table(suite, ResultStore(store_dir(bench_home())), a.budget)
+    store = ResultStore(store_dir(a.home or bench_home()))  # read once: the table and the split check
+    table = build_table(suite, store, a.budget)
     reference = suite.reference_arm()
     ours = {(row.dataset, row.arm[1]): row for row in table.rows
             if reference is None or row.arm[0] == reference[0]}
     metrics = [m for m in METRICS if m in table.metrics]
-    store = ResultStore(store_dir(bench_home()))
     lines = ["| Dataset | Model | implementation | seeds | " + " | ".join(metrics) + " | best epoch | s/epoch | budget |",
              "|---" * (len(metrics) + 7) + "|"]
     shown = set()
