@@ -8,7 +8,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.nn.model import MODELS, ModelContext, PretrainFinetune, full_precision, last_position
-from bench.nn.softmax_ce import class_table
+from bench.nn.softmax_ce import class_table, masked_next_item_ce
 from bench.nn.static import shape_static
 from bench.nn.transformer import SequenceTransformer, init_weights
 from msm4sr import fast
@@ -284,15 +284,10 @@ class MSM4SR(PretrainFinetune):
     def _static_finetune_ce(self, outs: dict, cands: dict, target: torch.Tensor) -> torch.Tensor:
         """finetune_loss's CE at every position: no-target positions weigh 0, non-class items
         (and the padding item) are left out of the softmax as -inf logits."""
-        t = target.reshape(-1)
-        keep = t > 0
-        with full_precision(t.device):
-            logits = sum(normalize(outs[m].reshape(t.numel(), -1)) @ normalize(cands[m][1:]).T
-                         for m in self.modalities) / self.config.tau
-            if self.train_classes is not None:
-                logits = logits.masked_fill(~self.train_classes[1:], float("-inf"))
-            loss = F.cross_entropy(logits, (t - 1).clamp(min=0), reduction="none")
-            return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
+        with full_precision(target.device):
+            logits = sum(normalize(outs[m].reshape(target.numel(), -1)) @ normalize(cands[m][1:]).T
+                         for m in self.modalities)
+            return masked_next_item_ce(logits / self.config.tau, target, self.train_classes)
 
 
 def scatter_rows(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

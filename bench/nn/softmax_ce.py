@@ -70,15 +70,20 @@ def static_next_item_ce(
     """next_item_ce without data-dependent shapes (no host sync; capturable by CUDA graphs): every
     position is scored against every item, positions without a target weigh 0 and items outside
     `classes` get -inf logits (they drop out of the softmax exactly as if never a column)."""
-    h, t = out.reshape(-1, out.size(-1)), target.reshape(-1)
+    h = out.reshape(-1, out.size(-1))
+    return masked_next_item_ce((h @ items[1:].T).float(), target, classes)
+
+
+def masked_next_item_ce(logits: torch.Tensor, target: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean CE of [positions, n_items] logits (column j = item j + 1) over the positions with a
+    target (`target` any shape, 0 = none), items outside `classes` at -inf: no data-dependent shape."""
+    t = target.reshape(-1)
     keep = t > 0
-    logits = (h @ items[1:].T).float()
     if classes is not None:
         logits = logits.masked_fill(~classes[1:], float("-inf"))
     loss = F.cross_entropy(logits, (t - 1).clamp(min=0), reduction="none")
     # where, not a product: a padding position's stand-in target may be a masked class (inf loss)
     return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
-
 
 def class_table(
     items: torch.Tensor, target: torch.Tensor, classes: torch.Tensor | None = None
