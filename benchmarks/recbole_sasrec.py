@@ -136,6 +136,9 @@ def main() -> None:
                     help="keep torch autograd anomaly detection on, as importing RecBole's sequential models leaves "
                     "it (recbole/model/sequential_recommender/sine.py calls set_detect_anomaly(True) at import); "
                     "default: switch it off (same numerics, about half the training CPU time)")
+    ap.add_argument("--save-weights", default=None,
+                    help="also write the best weights and RecBole's item tokens (id -> our item id) as .npz, "
+                    "for benchmarks/recbole_crosseval.py")
     ap.add_argument("--log-level", default="WARNING", help="RecBole logger level (INFO shows per-epoch logs)")
     a = ap.parse_args()
 
@@ -244,6 +247,12 @@ def main() -> None:
         fit_seconds = time.perf_counter() - t_fit
 
         model.load_state_dict(state["best_state"])
+        if a.save_weights:  # plain arrays (npz, no pickle): RecBole id i is our item int(tokens[i])
+            import numpy as np
+
+            tokens = [0 if t == "[PAD]" else int(t) for t in dataset.field2id_token["item_id"]]
+            arrays = {k: v.detach().cpu().numpy() for k, v in state["best_state"].items()}
+            np.savez(a.save_weights, item_tokens=np.asarray(tokens, dtype=np.int64), **arrays)
         t0 = time.perf_counter()
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
         test_seconds = time.perf_counter() - t0

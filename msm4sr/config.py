@@ -60,5 +60,16 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
 
 
     @classmethod
+    def search_space(cls):
+        # the authors' tuning grid (MSM4SR.md section 4), lr made continuous over its range so that
+        # trials do not repeat grid points: fine-tuning only, so every trial of a seed fine-tunes
+        # the one pre-training the store holds for it
+        return {
+            "trainer.finetune.batch_size": ("categorical", [256, 512, 1024]),
+            "trainer.finetune.lr": ("loguniform", 1e-4, 1e-3),
+            "trainer.finetune.weight_decay": ("categorical", [0.0, 1e-4, 1e-3]),
+        }
+
+    @classmethod
     def without_ids(cls) -> dict:
         return {"id_embeddings": False}

@@ -213,3 +213,66 @@ def test_study_name_ignores_where_trials_compute():
     elsewhere = {**base, "eval.batch_users": 512, "trainer.device": "cuda", "trainer.pretrain.capture": "compile"}
     assert default_study_name("sasrec", "scientific", "leave_one_out", elsewhere) == name
     assert default_study_name("sasrec", "scientific", "leave_one_out", {**base, "trainer.lr": 0.01}) != name
+
+
+def test_suite_tune_fills_the_tuned_rows_and_the_table_says_what_was_selected(env, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bench.cli.main import app
+    from bench.experiment.suites import cells
+    from bench.report.tables import build_table
+
+    monkeypatch.chdir(tmp_path)  # params_from is relative to the working directory
+    suite_file = tmp_path / "dt.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "dt", "title": "Default vs tuned", "datasets": ["scientific"], "models": ["pop", "sasrec"],
+        "seeds": [0, 1], "overrides": TINY, "variations": {"default": {}, "tuned": {}},
+        "params_from": {"tuned": "tuned/{model}-{dataset}-{budget}.best.json"},
+        "reference": {"model": "sasrec", "variation": "tuned"},
+    }))
+    home = ["--home", str(env.home), "--data-root", str(env.data_root)]
+    result = CliRunner().invoke(app, ["suite", "tune", str(suite_file), "--trials", "2", *home])
+    assert result.exit_code == 0, result.output
+    assert "nothing to tune" in result.output and "pop" in result.output
+    written = tmp_path / "tuned" / "sasrec-scientific-full.best.json"
+    best = load_best(written)
+    assert not (tmp_path / "tuned" / "pop-scientific-full.best.json").exists()
+    # the study trained every trial under the cells' own settings, at the suite's first seed
+    assert best["seed"] == 0 and best["overrides"]["protocol.max_users"] == 200
+    assert best["budget"] == {"trials": 2, "timeout_s": None} and set(best["space"]) == set(search_space("sasrec"))
+    assert not list(env.store.records())  # validation only: no test-evaluated record
+
+    from bench.experiment.suites import load_suite
+
+    suite = load_suite(str(suite_file))
+    by = {(c.variation, c.model): c for c in cells(suite) if c.seed == 0}
+    tuned, default = by[("tuned", "sasrec")], by[("default", "sasrec")]
+    assert tuned.tuned_from == str(Path("tuned/sasrec-scientific-full.best.json")) and default.tuned_from is None
+    assert tuned.spec(suite.protocol).model_params["dropout"] == best["params"]["sasrec.dropout"]
+    assert default.spec(suite.protocol).model_params["dropout"] == 0.2  # the default row keeps the defaults
+    # the same budget again resumes: nothing more to run
+    again = CliRunner().invoke(app, ["suite", "tune", str(suite_file), "--trials", "2", *home])
+    assert again.exit_code == 0 and len(study_of(env, best["study"]).trials) == 2
+
+    caption = build_table(suite, env.store, "full").caption
+    assert "equal budget" in caption and "Selected: SASRec (CE) [tuned] (scientific): sasrec.dropout=" in caption
+    assert "2 complete" in caption and "Default (untuned) hyper-parameters:" in caption
+
+
+def test_params_from_names_only_variations_the_suite_has(tmp_path):
+    import yaml
+
+    from bench.experiment.suites import load_suite
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", "title": "t", "datasets": ["scientific"], "models": ["sasrec"],
+                                    "variations": {"default": {}}, "params_from": {"tuned": "x.json"}}))
+    with pytest.raises(BenchError, match="params_from names variations"):
+        load_suite(str(path))
+
+
+def test_msm4sr_searches_its_authors_fine_tuning_grid():
+    space = search_space("msm4sr")
+    assert set(space) == {"trainer.finetune.batch_size", "trainer.finetune.lr", "trainer.finetune.weight_decay"}
+    assert all(k in search_space("sasrec") for k in ("sasrec.dropout", "sasrec.hidden"))

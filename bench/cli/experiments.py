@@ -181,6 +181,42 @@ def suite_run(
         raise typer.Exit(1)
 
 
+@suite_app.command("tune")
+def suite_tune(
+    name: str = typer.Argument(..., help="Suite name (bench/suites/NAME.yaml) or a YAML path."),
+    trials: int = typer.Option(None, help="Budget of every study: finished (complete or pruned) trials."),
+    timeout: float = typer.Option(None, help="Budget of every study: wall-clock seconds per invocation."),
+    budget: str = BudgetOpt,
+    models: str = typer.Option(None, help="Comma-separated: only these models."),
+    datasets: str = typer.Option(None, help="Comma-separated: only these datasets."),
+    storage: str = typer.Option(None, help="Optuna storage (default: <home>/tuning/optuna.journal)."),
+    data_root_: Path = DataRoot,
+    home: Path = Home,
+) -> None:
+    """Tune every model of the suite's tuned variations with one budget (validation only); each
+    summary is written where the suite's params_from reads it. Resumes unfinished studies."""
+    from bench.engine.runner import RunEnv
+    from bench.experiment.suites import load_suite
+    from bench.experiment.tuning import tune_suite
+    from bench.progress import Reporter
+
+    console = _console()
+    suite = load_suite(name)
+    if trials is None and timeout is None:
+        raise BenchError("give a budget: --trials N and/or --timeout SECONDS (one for every model)")
+    with Reporter() as reporter:
+        env = RunEnv(data_root(data_root_), bench_home(home), reporter)
+        summaries, skipped = tune_suite(suite, budget, env, trials, timeout, storage,
+                                        split_names(models) or None, split_names(datasets) or None)
+    for s in summaries:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["params"].items())
+        console.print(f"{s['model']} / {s['dataset']}: valid {s['metric']} {s['best_value']:.4f} after "
+                      f"{s['trials'].get('complete', 0)} complete + {s['trials'].get('pruned', 0)} pruned trials; "
+                      f"{params} -> {s['written_to']}")
+    if skipped:
+        console.print(f"nothing to tune (no search space), default rows only: {', '.join(skipped)}")
+
+
 def ray_options(executor: str, jobs: int, address: str | None, cpus_per_cell: float, gpus_per_cell: float,
                 max_retries: int):
     """RayOptions when the command runs on Ray (--executor ray, --address or --jobs N > 1), else None."""

@@ -82,9 +82,10 @@ class Suite(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     dataset_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # a path template ({model}, {dataset}, {protocol}) of `bench tune` summaries whose best
-    # params are applied; a missing file means the model's defaults (reported)
-    params_from: str | None = None
+    # a path template ({model}, {dataset}, {protocol}, {budget}) of `bench tune` summaries whose
+    # best params are applied; a missing file means the model's defaults (reported). A mapping
+    # {variation: template} tunes those variations only, so one table holds default and tuned rows.
+    params_from: str | dict[str, str] | None = None
     variations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     sweeps: dict[str, list[Any]] = Field(default_factory=dict)  # key -> values, one variation each
     reference: Reference | str | None = None
@@ -107,7 +108,20 @@ class Suite(BaseModel):
         clash = set(self.variations) & set(self.sweep_variations())
         if clash:
             raise ValueError(f"variation names clash with sweep values: {sorted(clash)}")
+        if isinstance(self.params_from, dict):
+            stray = set(self.params_from) - set(self.all_variations())
+            if stray:
+                raise ValueError(f"params_from names variations the suite does not have: {sorted(stray)}")
         return self
+
+    def params_template(self, variation: str) -> str | None:
+        """The `bench tune` summary path template that applies to a variation, if any."""
+        if isinstance(self.params_from, dict):
+            return self.params_from.get(variation)
+        return self.params_from
+
+    def tuned_variations(self) -> list[str]:
+        return [v for v in self.all_variations() if self.params_template(v)]
 
     # ------------------------------------------------------------ variations and arms
 
@@ -249,14 +263,36 @@ def resolve_includes(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
 # ---------------------------------------------------------------- cells
 
 
-def tuned_params(suite: Suite, model: str, dataset: str) -> tuple[dict[str, Any], str | None]:
+def params_path(suite: Suite, variation: str, model: str, dataset: str, budget: str) -> Path | None:
+    """Where the variation's tuned parameters for (model, dataset) live, if it takes any."""
+    template = suite.params_template(variation)
+    if not template:
+        return None
+    try:
+        return Path(template.format(model=model, dataset=dataset, protocol=suite.protocol, budget=budget))
+    except (KeyError, IndexError) as exc:
+        raise BenchError(f"suite {suite.name}: params_from {template!r}: unknown field {exc} "
+                         "(fields: model, dataset, protocol, budget)") from None
+
+
+def tuned_params(suite: Suite, variation: str, model: str, dataset: str, budget: str) -> tuple[dict[str, Any], str | None]:
     """The best params of a `bench tune` summary for (model, dataset), if the suite names one."""
-    if not suite.params_from:
-        return {}, None
-    path = Path(suite.params_from.format(model=model, dataset=dataset, protocol=suite.protocol))
-    if not path.exists():
+    path = params_path(suite, variation, model, dataset, budget)
+    if path is None or not path.exists():
         return {}, None
     return dict(load_best(path)["params"]), str(path)
+
+
+def cell_overrides(suite: Suite, budget: str, variation: str, model: str, dataset: str,
+                   tuned: dict[str, Any]) -> dict[str, Any]:
+    """A cell's overrides in the module's precedence order, `tuned` in the tuned parameters' place."""
+    b = suite.budget(budget)
+    before = {
+        **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
+        **suite.model_overrides.get(model, {}), **tuned, **suite.all_variations()[variation],
+    }
+    explicit = {**b.overrides, **b.model_overrides.get(model, {}), **b.variation_overrides.get(variation, {})}
+    return {**before, **limit_overrides(model, b.training, before, explicit), **explicit}
 
 
 def cells(suite: Suite, budget: str = "full") -> list[Cell]:
@@ -269,16 +305,11 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
     if unknown:
         raise BenchError(f"suite {suite.name}: {budget}.variation_overrides names no variation: {', '.join(unknown)} "
                          f"(variations: {', '.join(suite.all_variations())})")
-    for variation, var_overrides in suite.all_variations().items():
+    for variation in suite.all_variations():
         for model in suite.models:
             for dataset in datasets:
-                tuned, source = tuned_params(suite, model, dataset)
-                before = {
-                    **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
-                    **suite.model_overrides.get(model, {}), **tuned, **var_overrides,
-                }
-                explicit = {**b.overrides, **b.model_overrides.get(model, {}), **b.variation_overrides.get(variation, {})}
-                overrides = {**before, **limit_overrides(model, b.training, before, explicit), **explicit}
+                tuned, source = tuned_params(suite, variation, model, dataset, budget)
+                overrides = cell_overrides(suite, budget, variation, model, dataset, tuned)
                 for seed in seeds:
                     out.append(Cell(len(out), variation, model, dataset, seed, overrides, source))
     return out

@@ -113,7 +113,12 @@ def search_space(model: str, extra: dict[str, tuple] | None = None) -> dict[str,
     """{override key: (kind, args...)} from the model's declared space plus `extra` entries."""
     from bench.plugins import get_model_class
 
-    space = {f"{model}.{k}": tuple(v) for k, v in get_model_class(model).Config.search_space().items()}
+    from bench.engine.spec import GROUPS
+
+    # a model's own fields are named bare ("dropout"); a run-level setting by its group
+    # ("trainer.finetune.lr"), e.g. a fine-tuning space whose trials share one pre-training
+    space = {(k if k.split(".", 1)[0] in GROUPS else f"{model}.{k}"): tuple(v)
+             for k, v in get_model_class(model).Config.search_space().items()}
     space.update({k: tuple(v) for k, v in (extra or {}).items()})
     if not space:
         raise BenchError(
@@ -334,6 +339,38 @@ def tune(
     return write_summary(study, url, out or tuning_dir(env.home) / f"{name}.best.json")
 
 
+def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: float | None = None,
+               storage: str | None = None, models: list[str] | None = None,
+               datasets: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """Tune every (model, dataset) of the suite's tuned variations with one budget, each study's
+    fixed settings being exactly its cells' (the budget's caps included), trials seeded with
+    the budget's first seed; each summary goes where the suite's params_from reads it.
+
+    Returns (summaries, models skipped because they have nothing to tune)."""
+    from bench.experiment.suites import cell_overrides, params_path, select
+
+    if not suite.tuned_variations():
+        raise BenchError(f"suite {suite.name} has no params_from: nothing of it is tuned")
+    todo = select(suite, budget, models, datasets, suite.tuned_variations())
+    seed = min(c.seed for c in todo)
+    summaries, skipped, seen = [], [], set()
+    for cell in todo:
+        path = params_path(suite, cell.variation, cell.model, cell.dataset, budget)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            search_space(cell.model)
+        except BenchError:
+            skipped.append(cell.model)
+            continue
+        fixed = cell_overrides(suite, budget, cell.variation, cell.model, cell.dataset, {})
+        env.reporter.info(f"tuning {cell.model} on {cell.dataset} -> {path}")
+        summaries.append(tune(cell.model, cell.dataset, suite.protocol, env, trials=trials, timeout_s=timeout_s,
+                              storage=storage, overrides=fixed, seed=seed, out=path))
+    return summaries, sorted(set(skipped))
+
+
 def write_summary(study, url: str, out: Path) -> dict:
     """The study's summary, written to `out` (its path added as `written_to`)."""
     from bench.atomic import write_json
@@ -370,6 +407,7 @@ def study_summary(study, url: str) -> dict:
         "best_trial": best.number,
         "best_epoch": best.user_attrs.get("best_epoch"),
         "params": best.params,
+        "space": setup.get("space", {}),
         # everything a run needs to reproduce the selected configuration, as --set overrides
         "overrides": {**setup.get("overrides", {}), **best.params},
         "budget": study.user_attrs.get("budget"),

@@ -108,21 +108,40 @@ def _chance_note(table) -> list[str]:
 
 
 def _tuning_note(table) -> list[str]:
-    """Which rows use tuned parameters, and whether their tuning budgets were equal."""
+    """Which rows use tuned parameters, whether their tuning budgets were equal, what each study
+    searched and what it selected."""
     if not table.suite.params_from:
         return []
     import json
 
     from bench.experiment.suites import load_best
 
-    budgets = {r.tuned_from: load_best(r.tuned_from)["budget"] for r in table.rows if r.tuned_from}
+    summaries = {r.tuned_from: load_best(r.tuned_from) for r in table.rows if r.tuned_from}
     untuned = sorted({r.label for r in table.rows if not r.tuned_from})
     notes = []
-    distinct = {json.dumps(b, sort_keys=True) for b in budgets.values()}
+    distinct = {json.dumps(s["budget"], sort_keys=True) for s in summaries.values()}
     if len(distinct) == 1:
-        notes.append(f"Hyper-parameters tuned on validation with an equal budget ({next(iter(distinct))}).")
+        notes.append(f"Hyper-parameters tuned on validation with an equal budget ({next(iter(distinct))}), "
+                     "Optuna TPE sampler and median pruner for every model.")
     elif distinct:
         notes.append(f"WARNING: tuning budgets differ across rows ({', '.join(sorted(distinct))}).")
     if untuned:
         notes.append(f"Default (untuned) hyper-parameters: {', '.join(untuned)}.")
+    selected = []
+    for r in table.rows:
+        s = summaries.get(r.tuned_from)
+        if s is None:
+            continue
+        trials = s.get("trials", {})
+        params = ", ".join(f"{k}={_short(v)}" for k, v in s["params"].items())
+        space = f"; searched {', '.join(s['space'])}" if s.get("space") else ""
+        valid = f"valid {s['metric']} {s['best_value']:.4f}; " if "best_value" in s else ""
+        selected.append(f"{r.label} ({r.dataset}): {params} ({valid}{trials.get('complete', 0)} complete, "
+                        f"{trials.get('pruned', 0)} pruned trials{space})")
+    if selected:
+        notes.append("Selected: " + " | ".join(selected) + ".")
     return notes
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
