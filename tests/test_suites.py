@@ -215,6 +215,21 @@ def save_fake_runs(suite, env, per_user_of) -> dict:
     return hashes
 
 
+def test_a_reference_arm_with_another_arms_runs_is_still_the_reference(tmp_path, env):
+    # a tuned variation before anything is tuned runs exactly the defaults: one row per model,
+    # and the other models are still tested against the reference (the tuned arm)
+    path = write_suite(tmp_path, variations={"default": {}, "tuned": {}}, metrics=["Recall@20"],
+                       params_from={"tuned": str(tmp_path / "none-{model}.json")},
+                       reference={"model": "sasrec", "variation": "tuned"})
+    suite = load_suite(str(path))
+    level = {"pop": 0.05, "sasrec": 0.3}
+    save_fake_runs(suite, env, lambda c: {"Recall@20": (np.random.default_rng(c.seed).random(200) < level[c.model])
+                                          .astype(float)})
+    table = build_table(suite, env.store, "full")
+    assert [r.arm for r in table.rows] == [("default", "pop"), ("tuned", "sasrec")]
+    assert [c["model"] for c in table.comparisons] == ["pop"] and "sig" in table.rows[0].marks["Recall@20"]
+
+
 def test_table_marks_best_second_and_significance(tmp_path, env):
     path = write_suite(tmp_path, models=["pop", "sasrec", "gru4rec"], reference="sasrec",
                        metrics=["Recall@20", "NDCG@20"])

@@ -198,7 +198,7 @@ def build_table(suite: Suite, store, budget: str = "full", split: str = "test") 
     # rows grouped by dataset, in the suite's order
     datasets = list(dict.fromkeys(d for d, _ in by_row))
     rows = _distinct_runs([by_row[(d, arm)] for d in datasets for arm in suite.arms() if (d, arm) in by_row],
-                          run_keys, records)
+                          run_keys, records, suite.reference_arm())
     for row in rows:
         runs = [(h, records[h]) for h in row.seeds.values() if h is not None]
         aggregate(row, runs, suite.metrics, split, values)
@@ -275,12 +275,14 @@ def identical_runs(runs_of: dict[Any, tuple]) -> dict[Any, list[Any]]:
     return {keys[0]: keys for keys in groups.values()}
 
 
-def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dict[str, dict]) -> list[Row]:
+def _distinct_runs(rows: list[Row], run_keys: dict[int, list[str]], records: dict[str, dict],
+                   reference: tuple[str, str] | None = None) -> list[Row]:
     """Rows with identical runs shown once, under the label their runs give themselves (e.g.
-    "SASRec (CE) [target only]"), else the plain model label."""
+    "SASRec (CE) [target only]"), else the plain model label. A group holding the reference
+    arm keeps that arm, so the other rows are still tested against it."""
     out = []
     for first, group in identical_runs({i: (r.dataset, *run_keys[id(r)]) for i, r in enumerate(rows)}).items():
-        row = rows[first]
+        row = next((rows[i] for i in group if rows[i].arm == reference), rows[first])
         if len(group) > 1:
             labels = {records[h]["label"] for h in row.seeds.values() if h in records}
             row.label = labels.pop() if len(labels) == 1 else get_model_class(row.arm[1]).label or row.arm[1]
