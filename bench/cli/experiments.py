@@ -190,6 +190,8 @@ def suite_tune(
     models: str = typer.Option(None, help="Comma-separated: only these models."),
     datasets: str = typer.Option(None, help="Comma-separated: only these datasets."),
     storage: str = typer.Option(None, help="Optuna storage (default: <home>/tuning/optuna.journal)."),
+    worker: int = typer.Option(0, help="Index of this worker when several processes share the studies "
+                               "(distinct sampler seeds; the trial budget is shared)."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
@@ -207,7 +209,7 @@ def suite_tune(
     with Reporter() as reporter:
         env = RunEnv(data_root(data_root_), bench_home(home), reporter)
         summaries, skipped = tune_suite(suite, budget, env, trials, timeout, storage,
-                                        split_names(models) or None, split_names(datasets) or None)
+                                        split_names(models) or None, split_names(datasets) or None, worker)
     for s in summaries:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["params"].items())
         console.print(f"{s['model']} / {s['dataset']}: valid {s['metric']} {s['best_value']:.4f} after "

@@ -341,7 +341,7 @@ def tune(
 
 def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: float | None = None,
                storage: str | None = None, models: list[str] | None = None,
-               datasets: list[str] | None = None) -> tuple[list[dict], list[str]]:
+               datasets: list[str] | None = None, worker: int = 0) -> tuple[list[dict], list[str]]:
     """Tune every (model, dataset) of the suite's tuned variations with one budget, each study's
     fixed settings being exactly its cells' (the budget's caps included), trials seeded with
     the budget's first seed; each summary goes where the suite's params_from reads it.
@@ -367,7 +367,7 @@ def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: fl
         fixed = cell_overrides(suite, budget, cell.variation, cell.model, cell.dataset, {})
         env.reporter.info(f"tuning {cell.model} on {cell.dataset} -> {path}")
         summaries.append(tune(cell.model, cell.dataset, suite.protocol, env, trials=trials, timeout_s=timeout_s,
-                              storage=storage, overrides=fixed, seed=seed, out=path))
+                              storage=storage, overrides=fixed, seed=seed, worker=worker, out=path))
     return summaries, sorted(set(skipped))
 
 
