@@ -45,7 +45,21 @@ def cell(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
 
 
-def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str], our_hash: str | None) -> str:
+def versus(ours: dict[str, list[float]], runs: list[dict], metrics: list[str]) -> str:
+    """RecBole minus ours per metric, with Welch's t-test over seeds (the runs are not paired:
+    seed k is not the same random stream in both implementations)."""
+    from scipy import stats
+
+    parts = []
+    for m in metrics:
+        theirs = [r["test"][m.lower()] for r in runs]
+        p = stats.ttest_ind(theirs, ours[m], equal_var=False).pvalue if min(len(theirs), len(ours[m])) > 1 else float("nan")
+        parts.append(f"{m} {np.mean(theirs) - np.mean(ours[m]):+.4f} (p {p:.2g})")
+    return "; ".join(parts)
+
+
+def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str], our_hash: str | None,
+                 ours: dict[str, list[float]] | None) -> str:
     values = [cell([r["test"][m.lower()] for r in runs]) for m in metrics]
     best = np.mean([r["best_epoch"] + 1 for r in runs])
     s_epoch = np.mean([r["timing"]["train_epoch_seconds_median"] for r in runs])
@@ -58,8 +72,9 @@ def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str],
     exported = str(runs[0]["export_info"].get("dataset_content_hash"))
     if our_hash is not None and exported != our_hash:
         budget += f"; exported from content hash {exported}, ours {our_hash}: same split not verified"
+    difference = versus(ours, runs, metrics[:2]) if ours else ""
     return (f"| {dataset} | {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(values)
-            + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} |")
+            + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} | {difference} |")
 
 
 def main() -> None:
@@ -77,13 +92,16 @@ def main() -> None:
     ours = {(row.dataset, row.arm[1]): row for row in table.rows
             if reference is None or row.arm[0] == reference[0]}
     metrics = [m for m in METRICS if m in table.metrics]
-    lines = ["| Dataset | Model | implementation | seeds | " + " | ".join(metrics) + " | best epoch | s/epoch | budget |",
-             "|---" * (len(metrics) + 7) + "|"]
+    lines = ["| Dataset | Model | implementation | seeds | " + " | ".join(metrics)
+             + " | best epoch | s/epoch | budget | RecBole minus ours (Welch p) |",
+             "|---" * (len(metrics) + 8) + "|"]
     shown = set()
     for (dataset, model, _), runs in sorted(recbole_rows(a.recbole).items()):
         row = ours.get((dataset, OURS.get(model, "")))
         done = row is not None and row.n_done
-        our_hash = store.load(next(iter(row.seeds.values())))["dataset"]["content_hash"] if done else None
+        records = [store.load(h) for h in row.seeds.values() if h is not None] if done else []
+        our_hash = records[0]["dataset"]["content_hash"] if records else None
+        per_seed = {m: [r["metrics"]["test"][m] for r in records] for m in metrics} if records else None
         if done and (dataset, model) not in shown:  # our row once, above its RecBole groups
             shown.add((dataset, model))
             c = row.cost
@@ -91,12 +109,14 @@ def main() -> None:
             lines.append(f"| {dataset} | {model} | msm4sr-bench | {row.n_done} | "
                          + " | ".join(f"{row.means[m]:.4f} ± {row.stds[m]:.4f}" for m in metrics)
                          + f" | {c['best_epoch']:.1f} | {s_epoch} ({c['machine']}) | suite {a.suite}, {a.budget} "
-                           f"budget, max {c.get('epoch_cap')} ep. |")
-        lines.append(recbole_line(dataset, model, runs, metrics, our_hash))
+                           f"budget, max {c.get('epoch_cap')} ep. | |")
+        lines.append(recbole_line(dataset, model, runs, metrics, our_hash, per_seed))
     body = "\n".join(lines) + "\n"
     text = (provenance_header("md", "python " + shlex.join(sys.argv)) + "\n" + body
             + "\nTest split, full ranking over all items, mean ± std (ddof 1) over seeds; best epoch 1-based; "
-              "s/epoch = training seconds per epoch (median per run for RecBole, mean for ours).\n")
+              "s/epoch = training seconds per epoch (median per run for RecBole, mean for ours); the last "
+              "column: RecBole's mean minus ours, Welch's t-test over the seeds' means (not paired: seed k is "
+              "another random stream in each implementation).\n")
     if a.out:
         a.out.write_text(text)
     print(text)
