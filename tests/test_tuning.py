@@ -276,3 +276,9 @@ def test_msm4sr_searches_its_authors_fine_tuning_grid():
     space = search_space("msm4sr")
     assert set(space) == {"trainer.finetune.batch_size", "trainer.finetune.lr", "trainer.finetune.weight_decay"}
     assert all(k in search_space("sasrec") for k in ("sasrec.dropout", "sasrec.hidden"))
+    # a table states the rule: MSM4SR's pre-training is not tuned (its trials share one)
+    from bench.report.captions import _earlier_stages_fixed
+
+    assert "pretrain is not tuned" in _earlier_stages_fixed("msm4sr", space)
+    assert _earlier_stages_fixed("msm4sr", {**space, "msm4sr.tau": ("float", 0.05, 0.2)}) == ""
+    assert _earlier_stages_fixed("sasrec", search_space("sasrec")) == ""

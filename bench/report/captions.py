@@ -134,13 +134,23 @@ def _tuning_note(table) -> list[str]:
             continue
         trials = s.get("trials", {})
         params = ", ".join(f"{k}={_short(v)}" for k, v in s["params"].items())
-        space = f"; searched {', '.join(s['space'])}" if s.get("space") else ""
+        space = f"; searched {', '.join(s['space'])}{_earlier_stages_fixed(r.arm[1], s['space'])}" if s.get("space") else ""
         valid = f"valid {s['metric']} {s['best_value']:.4f}; " if "best_value" in s else ""
         selected.append(f"{r.label} ({r.dataset}): {params} ({valid}{trials.get('complete', 0)} complete, "
                         f"{trials.get('pruned', 0)} pruned trials{space})")
     if selected:
         notes.append("Selected: " + " | ".join(selected) + ".")
     return notes
+
+
+def _earlier_stages_fixed(model: str, space) -> str:
+    """The budget rule of a multi-stage model whose study searched its last stage only."""
+    from bench.plugins import get_model_class
+
+    stages = get_model_class(model).stages
+    if len(stages) > 1 and all(k.startswith(f"trainer.{stages[-1]}.") for k in space):
+        return f", so its {' and '.join(stages[:-1])} is not tuned: every trial reuses one"
+    return ""
 
 
 def _short(value) -> str:
