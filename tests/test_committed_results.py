@@ -27,7 +27,8 @@ def tables_with_records() -> list[Path]:
     return out
 
 
-def test_committed_tables_re_render_byte_for_byte_without_data(tmp_path):
+def test_committed_tables_re_render_byte_for_byte_without_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(RESULTS.parent)  # suites read tuned parameters (params_from) from results/tuned/
     tables = tables_with_records()
     assert tables, "no committed table has its records under results/store"
     home = tmp_path / "home"
