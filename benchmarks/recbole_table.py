@@ -99,6 +99,8 @@ def main() -> None:
     for (dataset, model, _), runs in sorted(recbole_rows(a.recbole).items()):
         row = ours.get((dataset, OURS.get(model, "")))
         done = row is not None and row.n_done
+        if done:  # the same seeds on both sides
+            runs = [r for r in runs if r["seed"] in row.seeds] or runs
         records = [store.load(h) for h in row.seeds.values() if h is not None] if done else []
         our_hash = records[0]["dataset"]["content_hash"] if records else None
         per_seed = {m: [r["metrics"]["test"][m] for r in records] for m in metrics} if records else None
@@ -115,8 +117,8 @@ def main() -> None:
     text = (provenance_header("md", "python " + shlex.join(sys.argv)) + "\n" + body
             + "\nTest split, full ranking over all items, mean ± std (ddof 1) over seeds; best epoch 1-based; "
               "s/epoch = training seconds per epoch (median per run for RecBole, mean for ours); the last "
-              "column: RecBole's mean minus ours, Welch's t-test over the seeds' means (not paired: seed k is "
-              "another random stream in each implementation).\n")
+              "column: RecBole's mean minus ours, Welch's t-test over the seeds (RecBole's runs of our row's seeds; "
+              "not paired: seed k is another random stream in each implementation).\n")
     if a.out:
         a.out.write_text(text)
     print(text)
