@@ -469,3 +469,11 @@ def test_a_budget_raises_one_variations_epochs_past_its_cap(tmp_path):
     bad = load_suite(str(write_suite(tmp_path, **fields)))
     with pytest.raises(BenchError, match="variation_overrides names no variation: lnog"):
         cells(bad, "cpu")
+
+
+def test_row_order_model_keeps_each_models_variations_together(tmp_path):
+    path = write_suite(tmp_path, variations={"default": {}, "tuned": {}}, row_order="model")
+    assert load_suite(str(path)).arms() == [("default", "pop"), ("tuned", "pop"), ("default", "sasrec"),
+                                            ("tuned", "sasrec")]
+    assert load_suite(str(write_suite(tmp_path, variations={"default": {}, "tuned": {}}))).arms()[:2] == [
+        ("default", "pop"), ("default", "sasrec")]

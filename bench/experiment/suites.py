@@ -89,6 +89,9 @@ class Suite(BaseModel):
     variations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     sweeps: dict[str, list[Any]] = Field(default_factory=dict)  # key -> values, one variation each
     reference: Reference | str | None = None
+    # table rows: every model of one variation, then the next (variation), or each model's
+    # variations together (model), e.g. default and tuned side by side
+    row_order: Literal["variation", "model"] = "variation"
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))
     significance: Significance = Field(default_factory=Significance)
     quick: Budget = Field(default_factory=Budget)
@@ -136,7 +139,9 @@ class Suite(BaseModel):
         return out or {"default": {}}
 
     def arms(self) -> list[tuple[str, str]]:
-        """Table rows: (variation, model) pairs, variations outermost."""
+        """Table rows: (variation, model) pairs in the suite's row order."""
+        if self.row_order == "model":
+            return [(v, m) for m in self.models for v in self.all_variations()]
         return [(v, m) for v in self.all_variations() for m in self.models]
 
     def reference_arm(self) -> tuple[str, str] | None:
