@@ -22,6 +22,7 @@ import torch
 
 from bench import sealed
 from bench.engine.batching import make_rows
+from bench.engine.spec import GROUPS, build_spec
 from bench.engine.trainer import TrainerConfig, make_optimizer
 from bench.errors import BenchError
 from bench.features.item_features import ItemFeatures
@@ -111,7 +112,15 @@ def test_trains_scores_every_item_and_round_trips(name, small_split):
     cls = get_model_class(name)
     assert cls.label, "a model needs a table label"
     for field, space in cls.Config.search_space().items():
-        assert field in cls.Config.model_fields and space[0] in {"float", "int", "categorical", "loguniform"}, field
+        assert space[0] in {"float", "int", "categorical", "loguniform"}, field
+        if field.split(".", 1)[0] in GROUPS:  # a run-level setting: a valid override of this model's runs
+            value = space[1][0] if space[0] == "categorical" else space[1]
+            spec = build_spec("scientific", "leave_one_out", name, 0, {field: value})
+            if field.count(".") == 2 and field.startswith("trainer."):  # trainer.<stage>.<key>
+                _, stage, key = field.split(".")
+                assert getattr(spec.trainer[stage], key) == value, field
+        else:
+            assert field in cls.Config.model_fields, field
     with pytest.raises(ValueError):
         cls.Config(not_a_field=1)
     cfg = tiny_config(cls)
