@@ -58,7 +58,6 @@ class MSM4SRConfig(FeatureInputs, ModelConfig):
         },
     }
 
-
     @classmethod
     def search_space(cls):
         # the authors' tuning grid (MSM4SR.md section 4), lr made continuous over its range so that

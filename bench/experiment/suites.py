@@ -288,10 +288,10 @@ def tuned_params(suite: Suite, variation: str, model: str, dataset: str, budget:
     return dict(load_best(path)["params"]), str(path)
 
 
-def cell_overrides(suite: Suite, budget: str, variation: str, model: str, dataset: str,
+def cell_overrides(suite: Suite, b: Budget, variation: str, model: str, dataset: str,
                    tuned: dict[str, Any]) -> dict[str, Any]:
-    """A cell's overrides in the module's precedence order, `tuned` in the tuned parameters' place."""
-    b = suite.budget(budget)
+    """A cell's overrides under budget `b`, in the module's precedence order, `tuned` in the tuned
+    parameters' place."""
     before = {
         **suite.overrides, **suite.dataset_overrides.get(dataset, {}),
         **suite.model_overrides.get(model, {}), **tuned, **suite.all_variations()[variation],
@@ -314,7 +314,7 @@ def cells(suite: Suite, budget: str = "full") -> list[Cell]:
         for model in suite.models:
             for dataset in datasets:
                 tuned, source = tuned_params(suite, variation, model, dataset, budget)
-                overrides = cell_overrides(suite, budget, variation, model, dataset, tuned)
+                overrides = cell_overrides(suite, b, variation, model, dataset, tuned)
                 for seed in seeds:
                     out.append(Cell(len(out), variation, model, dataset, seed, overrides, source))
     return out

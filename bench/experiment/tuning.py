@@ -353,6 +353,7 @@ def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: fl
         raise BenchError(f"suite {suite.name} has no params_from: nothing of it is tuned")
     todo = select(suite, budget, models, datasets, suite.tuned_variations())
     seed = min(c.seed for c in todo)
+    b = suite.budget(budget)
     summaries, skipped, seen = [], [], set()
     for cell in todo:
         path = params_path(suite, cell.variation, cell.model, cell.dataset, budget)
@@ -364,7 +365,7 @@ def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: fl
         except BenchError:
             skipped.append(cell.model)
             continue
-        fixed = cell_overrides(suite, budget, cell.variation, cell.model, cell.dataset, {})
+        fixed = cell_overrides(suite, b, cell.variation, cell.model, cell.dataset, {})
         env.reporter.info(f"tuning {cell.model} on {cell.dataset} -> {path}")
         summaries.append(tune(cell.model, cell.dataset, suite.protocol, env, trials=trials, timeout_s=timeout_s,
                               storage=storage, overrides=fixed, seed=seed, worker=worker, out=path))

@@ -85,6 +85,7 @@ def masked_next_item_ce(logits: torch.Tensor, target: torch.Tensor, classes: tor
     # where, not a product: a padding position's stand-in target may be a masked class (inf loss)
     return torch.where(keep, loss, 0.0).sum() / keep.sum().clamp(min=1)
 
+
 def class_table(
     items: torch.Tensor, target: torch.Tensor, classes: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
