@@ -153,6 +153,12 @@ def test_site_pages_show_the_table_marks_caption_and_runs(tiny_home, tmp_path):
     assert 'id="hist-NDCG_10"' in run_page and "the epoch cap" in run_page
     tuning = next((out / "tuning").iterdir()).read_text()
     assert 'id="optuna-history"' in tuning and "sasrec.hidden" in tuning
+    # a rebuild from the same records changes no page but the front page's build stamp
+    again = tmp_path / "again"
+    build_site(again, tiny_home["home"], [str(tiny_home["suite"])], ["full"])
+    changed = [p.relative_to(out).as_posix() for p in out.rglob("*.html")
+               if p.read_bytes() != (again / p.relative_to(out)).read_bytes()]
+    assert changed in ([], ["index.html"]) and 'class="built"' in index and 'class="built"' not in run_page
 
 
 def test_heat_map_p_values_match_the_tables_comparison(tiny_home):

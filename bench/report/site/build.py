@@ -447,7 +447,9 @@ def build_site(out: Path, home: Path, suite_names: list[str] | None = None, budg
 
     def write(rel: str, template: str, **ctx) -> None:
         depth = rel.count("/")
-        html = jinja.get_template(template).render(root="../" * depth, built=built, **ctx)
+        # only the front page carries the build stamp, so re-building leaves unchanged pages byte-identical
+        html = jinja.get_template(template).render(root="../" * depth, built=built if rel == "index.html" else None,
+                                                   **ctx)
         (out / rel).write_text(html)
         report.pages += 1
 
