@@ -1,12 +1,19 @@
 """BERT4Rec (Sun et al. 2019): a bidirectional Transformer trained with the Cloze task.
 
 Training rebuilds each row's item sequence from the standard batch (`input` plus its final
-target, see seqops.full_sequence; 'packed' rows give one sequence per user window), masks every
-real item with probability `mask_ratio` ([MASK] = item id n_items + 1), and predicts the masked
-items with CE over all items. A fraction `last_mask_samples` of the rows is added a second time
-with only the last item masked (the paper's extra samples, matching the inference setting).
-At inference [MASK] is appended after the last history item (dropping the oldest item when the
-history is already max_len long) and its output is scored.
+target, see seqops.full_sequence), masks every real item with probability `mask_ratio` ([MASK] =
+item id n_items + 1), and predicts the masked items with CE over all items. A fraction
+`last_mask_samples` of the rows is added a second time with only the last item masked (the
+paper's extra samples, matching the inference setting). At inference [MASK] is appended after the
+last history item (dropping the oldest item when the history is already max_len long) and its
+output is scored.
+
+Rows are 'prefix' rows by default (a trainer default; one row per training target: the prefix
+plus its next item), as in RecBole, so the last-item-masked copies train next-item prediction at
+every target, as every other sequential baseline here is trained. With 'packed' rows (one per
+user window, the paper's layout; `trainer.train.sample_mode: packed`) they train it only at each
+window's end, and on scientific_mm BERT4Rec then falls well below RecBole's
+(results/bert4rec_recbole-cpu.md).
 
 Output head: Linear + GELU + LayerNorm, then a dot product with the (shared) input item
 embeddings plus a per-item output bias.
@@ -47,9 +54,10 @@ class BERT4Rec(SeqRecModel):
     Config = BERT4RecConfig
     label = "BERT4Rec"
     honours_train_classes = False  # its Cloze softmax runs over every item
-    sample_mode = "packed"
-    # under-training is BERT4Rec's classic failure: a longer budget than the harness default
-    trainer_defaults = {"train": {"epochs": 500, "patience": 30}}
+    sample_mode = "packed"  # the paper's layout; the trainer default below (prefix rows) overrides it
+    # under-training is BERT4Rec's classic failure: a longer budget than the harness default. The row
+    # layout is a trainer default (as GRU4Rec's) so that it is in the run's spec and hash
+    trainer_defaults = {"train": {"epochs": 500, "patience": 30, "sample_mode": "prefix"}}
     # what it needs to converge, which budgets never cut (bench/engine/budgets.py): on scientific its best
     # validation epoch is ~52 here and ~55 in RecBole 1.2.1 (patience 20; noisy Cloze validation)
     training_need = {"train": {"epochs": 200, "patience": 20}}
