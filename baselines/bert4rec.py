@@ -58,8 +58,9 @@ class BERT4Rec(SeqRecModel):
     # under-training is BERT4Rec's classic failure: a longer budget than the harness default. The row
     # layout is a trainer default (as GRU4Rec's) so that it is in the run's spec and hash
     trainer_defaults = {"train": {"epochs": 500, "patience": 30, "sample_mode": "prefix"}}
-    # what it needs to converge, which budgets never cut (bench/engine/budgets.py): on scientific its best
-    # validation epoch is ~52 here and ~55 in RecBole 1.2.1 (patience 20; noisy Cloze validation)
+    # what it needs to converge, which budgets never cut (bench/engine/budgets.py): best validation epochs
+    # seen: ~26 on scientific_mm (prefix rows), ~50 with packed rows, 55-93 in RecBole 1.2.1 (patience 20;
+    # noisy Cloze validation)
     training_need = {"train": {"epochs": 200, "patience": 20}}
 
     def __init__(self, config: BERT4RecConfig, ctx: ModelContext):
