@@ -41,7 +41,7 @@ def test_a_plain_run_gives_bert4rec_at_least_its_declared_need():
     assert need == {"epochs": 200, "patience": 20}
     epochs, patience = trainer_of(spec)
     assert (epochs, patience) == (500, 30)  # its trainer_defaults
-    # its row layout is in the spec (so in the run hash), and the trainer uses it
+    # its row layout is in the spec, so in the run hash (records of the packed default keep theirs)
     assert spec.trainer["train"].sample_mode == "prefix"
     limits = training_limits(spec)["train"]
     assert limits["need"] == need and limits["applied"] == {"epochs": 500, "patience": 30}
