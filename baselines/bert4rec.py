@@ -9,8 +9,9 @@ last history item (dropping the oldest item when the history is already max_len 
 output is scored.
 
 Rows are 'prefix' rows by default (a trainer default; one row per training target: the prefix
-plus its next item), as in RecBole, so the last-item-masked copies train next-item prediction at
-every target, as every other sequential baseline here is trained. With 'packed' rows (one per
+plus its next item; RecBole also keeps one row per target but masks only the row's history,
+without the target), so the last-item-masked copies train next-item prediction at every target,
+as every other sequential baseline here is trained. With 'packed' rows (one per
 user window, the paper's layout; `trainer.train.sample_mode: packed`) they train it only at each
 window's end: on scientific_mm test Recall@10 0.0732 against 0.0948 with prefix rows (RecBole
 1.2.1: 0.0768; 3 seeds each, results/bert4rec_recbole-*.md).
