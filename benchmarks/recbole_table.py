@@ -7,7 +7,10 @@ store, e.g.
     python benchmarks/recbole_table.py results/recbole/*.json --suite baselines --budget cpu --home results \
         --out results/baselines-recbole-cpu.md
 
-Each RecBole group is matched to our row of the same dataset and model. Its split is the same
+`--variations a,b` sets those variations' rows of the suite beside RecBole instead (each row with
+RecBole's difference from it), e.g. a layout switch that reproduces RecBole's figure.
+
+Each RecBole group is matched to our rows of the same dataset and model. Its split is the same
 only when the export's content hash equals our records' (the export was made from that data):
 a group exported under another content hash is marked, never silently set beside ours.
 """
@@ -58,8 +61,7 @@ def versus(ours: dict[str, list[float]], runs: list[dict], metrics: list[str]) -
     return "; ".join(parts)
 
 
-def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str], our_hash: str | None,
-                 ours: dict[str, list[float]] | None) -> str:
+def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str], our_hash: str | None) -> str:
     values = [cell([r["test"][m.lower()] for r in runs]) for m in metrics]
     best = np.mean([r["best_epoch"] + 1 for r in runs])
     s_epoch = np.mean([r["timing"]["train_epoch_seconds_median"] for r in runs])
@@ -72,9 +74,8 @@ def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str],
     exported = str(runs[0]["export_info"].get("dataset_content_hash"))
     if our_hash is not None and exported != our_hash:
         budget += f"; exported from content hash {exported}, ours {our_hash}: same split not verified"
-    difference = versus(ours, runs, metrics[:2]) if ours else ""
     return (f"| {dataset} | {model} | RecBole 1.2.1 | {len(runs)} | " + " | ".join(values)
-            + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} | {difference} |")
+            + f" | {best:.1f} | {s_epoch:.2f} ({where}) | {budget} | |")
 
 
 def main() -> None:
@@ -84,40 +85,44 @@ def main() -> None:
     ap.add_argument("--budget", default="cpu")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--home", type=Path, default=None, help="store to read our rows from (default: $BENCH_HOME)")
+    ap.add_argument("--variations", default=None,
+                    help="comma-separated variations whose rows to show (default: the suite's reference)")
     a = ap.parse_args()
     suite = load_suite(a.suite)
     store = ResultStore(store_dir(a.home or bench_home()))  # read once: the table and the split check
     table = build_table(suite, store, a.budget)
     reference = suite.reference_arm()
-    ours = {(row.dataset, row.arm[1]): row for row in table.rows
-            if reference is None or row.arm[0] == reference[0]}
+    wanted = a.variations.split(",") if a.variations else [reference[0]] if reference else None
+    ours = defaultdict(list)  # (dataset, model) -> its rows of the wanted variations, in the suite's order
+    for row in table.rows:
+        if row.n_done and (wanted is None or row.arm[0] in wanted):
+            ours[(row.dataset, row.arm[1])].append(row)
     metrics = [m for m in METRICS if m in table.metrics]
     lines = ["| Dataset | Model | implementation | seeds | " + " | ".join(metrics)
-             + " | best epoch | s/epoch | budget | RecBole minus ours (Welch p) |",
+             + " | best epoch | s/epoch | budget | RecBole minus this row (Welch p) |",
              "|---" * (len(metrics) + 8) + "|"]
-    shown = set()
     for (dataset, model, _), runs in sorted(recbole_rows(a.recbole).items()):
-        row = ours.get((dataset, OURS.get(model, "")))
-        done = row is not None and row.n_done
-        if done:  # the same seeds on both sides
-            runs = [r for r in runs if r["seed"] in row.seeds] or runs
-        records = [store.load(h) for h in row.seeds.values() if h is not None] if done else []
-        our_hash = records[0]["dataset"]["content_hash"] if records else None
-        per_seed = {m: [r["metrics"]["test"][m] for r in records] for m in metrics} if records else None
-        if done and (dataset, model) not in shown:  # our row once, above its RecBole groups
-            shown.add((dataset, model))
+        rows = ours.get((dataset, OURS.get(model, "")), [])
+        if rows:  # the same seeds on both sides
+            runs = [r for r in runs if r["seed"] in rows[0].seeds] or runs
+        our_hash = None
+        for row in rows:  # our rows above their RecBole group
+            records = [store.load(h) for h in row.seeds.values() if h is not None]
+            our_hash = records[0]["dataset"]["content_hash"]
+            per_seed = {m: [r["metrics"]["test"][m] for r in records] for m in metrics}
             c = row.cost
             s_epoch = ", ".join(f"{v:.2f}" for v in c["s_per_epoch"].values())
-            lines.append(f"| {dataset} | {model} | msm4sr-bench | {row.n_done} | "
+            name = "msm4sr-bench" + (f" ({row.label})" if not wanted or len(wanted) > 1 else "")
+            lines.append(f"| {dataset} | {model} | {name} | {row.n_done} | "
                          + " | ".join(f"{row.means[m]:.4f} ± {row.stds[m]:.4f}" for m in metrics)
                          + f" | {c['best_epoch']:.1f} | {s_epoch} ({c['machine']}) | suite {a.suite}, {a.budget} "
-                           f"budget, max {c.get('epoch_cap')} ep. | |")
-        lines.append(recbole_line(dataset, model, runs, metrics, our_hash, per_seed))
+                           f"budget, max {c.get('epoch_cap')} ep. | {versus(per_seed, runs, metrics[:2])} |")
+        lines.append(recbole_line(dataset, model, runs, metrics, our_hash))
     body = "\n".join(lines) + "\n"
     text = (provenance_header("md", "python " + shlex.join(sys.argv)) + "\n" + body
             + "\nTest split, full ranking over all items, mean ± std (ddof 1) over seeds; best epoch 1-based; "
               "s/epoch = training seconds per epoch (median per run for RecBole, mean for ours); the last "
-              "column: RecBole's mean minus ours, Welch's t-test over the seeds (RecBole's runs of our row's seeds; "
+              "column: RecBole's mean minus that row's, Welch's t-test over the seeds (RecBole's runs of our row's seeds; "
               "not paired: seed k is another random stream in each implementation).\n")
     if a.out:
         a.out.write_text(text)
