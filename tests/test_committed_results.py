@@ -66,3 +66,23 @@ def test_tables_and_figures_need_no_data_root_at_all(tmp_path, monkeypatch):
                                       "--home", str(home), "--out-dir", str(tmp_path / "figs")])
     assert result.exit_code == 0, result.output
     assert any(p.suffix == ".png" for p in (tmp_path / "figs").iterdir())
+
+
+def test_recbole_comparison_tables_re_render_from_their_header_command(tmp_path, monkeypatch):
+    """Each results/*-recbole-*.md is what the command in its header prints, from the committed
+    RecBole records and our committed runs (benchmarks/recbole_table.py, no data, no training)."""
+    import shlex
+    import subprocess
+    import sys
+
+    tables = sorted(RESULTS.glob("*-recbole-*.md"))
+    assert tables
+    monkeypatch.setenv("BENCH_DATA_ROOT", str(tmp_path / "no-data"))
+    for table in tables:
+        command = re.search(r"^command: (.*)$", table.read_text(), re.M).group(1)
+        args = shlex.split(command)
+        assert args[:2] == ["python", "benchmarks/recbole_table.py"], command
+        out = tmp_path / table.name
+        args[args.index("--out") + 1] = str(out)
+        subprocess.run([sys.executable, *args[1:]], cwd=RESULTS.parent, check=True, capture_output=True)
+        assert HEADER.sub("", out.read_text()) == HEADER.sub("", table.read_text()), table.name
