@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -71,10 +74,6 @@ def test_tables_and_figures_need_no_data_root_at_all(tmp_path, monkeypatch):
 def test_recbole_comparison_tables_re_render_from_their_header_command(tmp_path, monkeypatch):
     """Each results/*-recbole-*.md is what the command in its header prints, from the committed
     RecBole records and our committed runs (benchmarks/recbole_table.py, no data, no training)."""
-    import shlex
-    import subprocess
-    import sys
-
     tables = sorted(RESULTS.glob("*-recbole-*.md"))
     assert tables
     monkeypatch.setenv("BENCH_DATA_ROOT", str(tmp_path / "no-data"))
