@@ -1,4 +1,4 @@
-"""RecBole 1.2.1 SASRec (or GRU4Rec, BERT4Rec: --model) on a split exported by benchmarks/recbole_export.py, with timings.
+"""RecBole 1.2.1 SASRec (or GRU4Rec, BERT4Rec, S3Rec: --model) on a split exported by `bench export recbole`, with timings.
 
 Runs in the RecBole venv (/work/recbole-venv), NOT the project venv. Trains SASRec (CE loss,
 2 layers x 2 heads, hidden 64) on the exported training prefixes, early-stops on full-ranking
@@ -8,6 +8,11 @@ best epoch, test metrics and peak RSS.
 
     /work/recbole-venv/bin/python benchmarks/recbole_sasrec.py --data /tmp/recbole_data/scientific \
         --seed 0 --epochs 200 --out results/recbole_sasrec_seed0.json
+
+S3Rec runs RecBole's two stages: --pretrain-epochs of pre-training (fixed, as RecBole's
+PretrainTrainer does; batch --pretrain-batch-size), then fine-tuning from the last pre-training
+epoch. Its attributes are the `class` field of <name>.item, written by
+`bench export recbole --attributes text` from our S3-Rec's own attribute table.
 
 RecBole writes log/ and log_tensorboard/ into its working directory; this script runs it inside
 --workdir (default: a fresh temporary folder, removed afterwards) so nothing lands in the repo.
@@ -47,6 +52,10 @@ MODEL_CONFIG = {
     "BERT4Rec": {"loss_type": "CE", "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
                  "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "hidden_act": "gelu",
                  "layer_norm_eps": 1e-12, "initializer_range": 0.02, "mask_ratio": 0.2, "ft_ratio": 0.5},
+    "S3Rec": {"loss_type": "CE", "n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256,
+              "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "hidden_act": "gelu",
+              "layer_norm_eps": 1e-12, "initializer_range": 0.02, "item_attribute": "class", "mask_ratio": 0.2,
+              "aap_weight": 0.2, "mip_weight": 1.0, "map_weight": 1.0, "sp_weight": 0.5},
 }
 
 
@@ -69,7 +78,8 @@ def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
         # data: pre-split leave-one-out files, one training sample per row
         "data_path": str(data_path.parent),
         "benchmark_filename": ["train", "valid", "test"],
-        "load_col": {"inter": ["user_id", "item_id_list", "item_id"]},
+        "load_col": {"inter": ["user_id", "item_id_list", "item_id"],
+                     **({"item": ["item_id", "class"]} if a.model == "S3Rec" else {})},
         # without this alias RecBole gives item_id_list its OWN token vocabulary, separate from item_id
         "alias_of_item_id": ["item_id_list"],
         "USER_ID_FIELD": "user_id",
@@ -112,6 +122,10 @@ def build_config_dict(a, data_path: Path, workdir: Path) -> dict:
         "save_dataloaders": False,
         "log_wandb": False,
         "state": a.log_level,
+        # S3Rec: this config is the fine-tuning stage's, from the last pre-training epoch's weights
+        **({"train_stage": "finetune", "pretrain_epochs": a.pretrain_epochs, "save_step": a.pretrain_epochs,
+            "pre_model_path": str(workdir / "saved" / f"S3Rec-{data_path.name}-{a.pretrain_epochs}.pth")}
+           if a.model == "S3Rec" else {}),
     }
 
 
@@ -126,6 +140,8 @@ def main() -> None:
     ap.add_argument("--train-batch-size", type=int, default=2048)
     ap.add_argument("--eval-batch-size", type=int, default=2048)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--pretrain-epochs", type=int, default=10, help="S3Rec: pre-training epochs (fixed)")
+    ap.add_argument("--pretrain-batch-size", type=int, default=256, help="S3Rec: pre-training batch (rows)")
     ap.add_argument("--max-len", type=int, default=50)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--max-seconds", type=float, default=None,
@@ -170,7 +186,7 @@ def main() -> None:
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model import sequential_recommender
-    from recbole.trainer import Trainer
+    from recbole.trainer import S3RecTrainer, Trainer
     from recbole.utils import init_logger, init_seed
 
     t_import = time.perf_counter() - t_start
@@ -180,7 +196,8 @@ def main() -> None:
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        config = Config(model=a.model, dataset=name, config_dict=build_config_dict(a, data, workdir))
+        config_dict = build_config_dict(a, data, workdir)
+        config = Config(model=a.model, dataset=name, config_dict=config_dict)
         init_seed(config["seed"], config["reproducibility"])
         init_logger(config)
         torch.set_num_threads(a.threads)  # in case anything above reset it
@@ -204,6 +221,31 @@ def main() -> None:
             expected = {"train": export_info["n_train_rows"], "valid": export_info["n_valid"],
                         "test": export_info["n_test"]}
             assert sizes == expected, (sizes, expected)
+
+        pretrain = None
+        if a.model == "S3Rec":  # RecBole's stage 1: a fixed number of epochs, weights saved at the last
+            pre_config = Config(model=a.model, dataset=name, config_dict={
+                **config_dict, "train_stage": "pretrain", "train_batch_size": a.pretrain_batch_size})
+            init_seed(pre_config["seed"], pre_config["reproducibility"])
+            pre_train_data = data_preparation(pre_config, create_dataset(pre_config))[0]  # build() runs once
+            pre_model = sequential_recommender.S3Rec(pre_config, pre_train_data._dataset).to(pre_config["device"])
+            pre_trainer = S3RecTrainer(pre_config, pre_model)
+            pretrain = {"epochs": a.pretrain_epochs, "batch_size": a.pretrain_batch_size, "per_epoch": []}
+            orig_pre = pre_trainer._train_epoch
+
+            def timed_pretrain(train_data, epoch_idx, *args, **kw):
+                s = time.perf_counter()
+                loss = orig_pre(train_data, epoch_idx, *args, **kw)
+                pretrain["per_epoch"].append({"epoch": epoch_idx, "train_seconds": time.perf_counter() - s,
+                                              "train_loss": float(sum(loss) if isinstance(loss, tuple) else loss)})
+                return loss
+
+            pre_trainer._train_epoch = timed_pretrain
+            t0 = time.perf_counter()
+            pre_trainer.fit(pre_train_data, show_progress=False, verbose=True)
+            pretrain["seconds"] = time.perf_counter() - t0
+            assert Path(config["pre_model_path"]).is_file(), config["pre_model_path"]
+            del pre_model, pre_trainer
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         assert torch.is_anomaly_enabled() == bool(a.keep_anomaly_mode and anomaly_after_import)
@@ -281,6 +323,7 @@ def main() -> None:
             "train_batch_size": a.train_batch_size, "eval_batch_size": a.eval_batch_size,
             "max_epochs": a.epochs, "patience": a.patience, "valid_metric": "recall@20",
         },
+        "pretrain": pretrain,
         "autograd_anomaly_mode": {"after_recbole_import": anomaly_after_import,
                                   "during_training": bool(a.keep_anomaly_mode and anomaly_after_import)},
         "n_params": n_params,

@@ -31,7 +31,7 @@ from bench.experiment.suites import load_suite
 from bench.paths import bench_home, store_dir
 from bench.report.tables import build_table, provenance_header
 
-OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec"}
+OURS = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "BERT4Rec": "bert4rec", "S3Rec": "s3rec"}
 METRICS = ["Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "Recall@50", "NDCG@50"]
 
 
@@ -69,6 +69,8 @@ def recbole_line(dataset: str, model: str, runs: list[dict], metrics: list[str],
     where = f"{device}, {runs[0]['machine']['torch_threads']} thread(s)" if device == "cpu" else device
     limited = sum(bool(r.get("stopped_by_time_limit")) for r in runs)
     budget = f"max {runs[0]['hyperparameters']['max_epochs']} ep., patience {runs[0]['hyperparameters']['patience']}"
+    if runs[0].get("pretrain"):
+        budget = f"pre-training {runs[0]['pretrain']['epochs']} ep. (fixed), then {budget}"
     if limited:
         budget += f"; {limited} run(s) cut by a time limit after {min(r['epochs_run'] for r in runs)}+ epochs"
     exported = str(runs[0]["export_info"].get("dataset_content_hash"))

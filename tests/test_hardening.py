@@ -587,6 +587,8 @@ BAD_INPUTS = {
     "dataset ../../x": (["run", "--dataset", "../../x"], "dataset name '../../x'"),
     "data stats ../x": (["data", "stats", "../x", "--no-coverage"], "dataset name '../x'"),
     "export ../x": (["export", "mp4sr", "--dataset", "../x", "--out", "OUT"], "dataset name '../x'"),
+    "export recbole --attributes colour": (["export", "recbole", "--out", "OUT", "--attributes", "colour"],
+                                           "--attributes 'colour'"),
     "hidden=0": (["run", "--models", "sasrec", "--set", "sasrec.hidden=0"], "hidden must be at least 1"),
     "heads=3": (["run", "--models", "sasrec", "--set", "sasrec.heads=3"], "heads (3) must divide hidden (64)"),
     "device=tpu9": (["run", "--models", "sasrec", "--set", "trainer.device=tpu9"], "trainer.device"),

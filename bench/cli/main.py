@@ -274,13 +274,17 @@ def export_recbole_cmd(
     out: Path = typer.Option(..., "--out", help="Folder; files go to OUT/<name>/<name>.{train,valid,test}.inter."),
     name: str = typer.Option(None, "--name", help="RecBole dataset name (default: the dataset's)."),
     max_len: int = typer.Option(50, "--max-len"),
+    attributes: str = typer.Option(None, "--attributes", help="Also write <name>.item with our S3-Rec's item "
+                                   "attributes from this source (text, text_image, popularity), for RecBole's S3Rec."),
     data_root_: Path = DataRoot,
     home: Path = Home,
 ) -> None:
     """Write the leave-one-out split as RecBole 1.2.1 pre-split atomic files (same samples as ours)."""
     from bench.data.export_recbole import export
 
-    info = export(dataset, str(data_root(data_root_)), str(bench_home(home)), str(out), max_len, name)
+    if attributes not in (None, "text", "text_image", "popularity"):
+        raise BenchError(f"--attributes {attributes!r}: expected text, text_image or popularity")
+    info = export(dataset, str(data_root(data_root_)), str(bench_home(home)), str(out), max_len, name, attributes)
     folder = out / (name or dataset)
     console.print(f"wrote {folder} ({info['n_valid']} valid, {info['n_test']} test cases; see export_info.json)")
 

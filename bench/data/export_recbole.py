@@ -6,13 +6,17 @@ rows of ``bench.engine.batching.prefix_rows``) and one row per validation / test
 through ``benchmark_filename: [train, valid, test]`` and does no further augmentation, so both
 sides train and evaluate on identical samples.
 
+With ``attributes`` (S3-Rec's attribute source, e.g. "text") it also writes <name>.item,
+``item_id:token  class:token_seq``: each item's S3-Rec attribute ids exactly as our S3-Rec computes
+them (baselines/s3rec.py item_attributes), for RecBole's S3Rec (``item_attribute: class``).
+
 Item tokens are our internal integer ids (1..n_items) as strings; user tokens are the dataset's
 user index. RecBole remaps tokens to its own ids (order of first appearance, 0 = [PAD]); that is a
 bijection on the same items, so metrics are comparable as long as every item appears somewhere
 (asserted below), which makes RecBole's ranking candidate set equal to ours.
 
     python -m bench.data.export_recbole --out /tmp/recbole_data [--dataset scientific] \
-        [--data-root ../shared/data] [--home .bench] [--max-len 50]
+        [--data-root ../shared/data] [--home .bench] [--max-len 50] [--attributes text]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+ITEM_HEADER = "item_id:token\tclass:token_seq\n"
 
 
 def _write(path: Path, users: np.ndarray, hist: np.ndarray, lens: np.ndarray, targets: np.ndarray) -> None:
@@ -38,7 +43,31 @@ def _write(path: Path, users: np.ndarray, hist: np.ndarray, lens: np.ndarray, ta
     tmp.replace(path)
 
 
-def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50, name: str | None = None) -> dict:
+def _write_item_attributes(path: Path, attrs: np.ndarray) -> None:
+    """One row per item 1..n: its attribute ids (1-based; 0 = none, left out)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(ITEM_HEADER)
+        for item in range(1, len(attrs)):
+            f.write(f"{item}\t{' '.join(str(a) for a in attrs[item] if a > 0)}\n")
+    tmp.replace(path)
+
+
+def s3rec_attributes(ds, split, data_root: str, home: str, max_len: int, source: str) -> np.ndarray:
+    """[n_items + 1, K] attribute ids as our S3-Rec builds them from this split (default config)."""
+    from baselines.s3rec import S3Rec, item_attributes
+    from bench.features.store import load_item_features
+    from bench.nn.model import ModelContext
+
+    config = S3Rec.Config(attributes=source)
+    params = S3Rec.needs_features(config)
+    features = load_item_features(ds, data_root, Path(home) / "cache", **params) if params is not None else None
+    ctx = ModelContext(ds.n_items, max_len, split.train.item_counts(ds.n_items), features)
+    return item_attributes(ctx, config).numpy()
+
+
+def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50, name: str | None = None,
+           attributes: str | None = None) -> dict:
     from bench.data.catalog import load_dataset
     from bench.engine.batching import prefix_rows
     from protocols.leave_one_out import LeaveOneOut
@@ -77,6 +106,10 @@ def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50,
     _write(folder / f"{name}.train.inter", tr_users, inp, tr_lens, tr_tgt)
     _write(folder / f"{name}.valid.inter", split.valid.users, v_hist, v_lens, split.valid.targets)
     _write(folder / f"{name}.test.inter", test.users, t_hist, t_lens, test.targets)
+    attrs = None
+    if attributes is not None:
+        attrs = s3rec_attributes(ds, split, data_root, home, max_len, attributes)
+        _write_item_attributes(folder / f"{name}.item", attrs)
 
     info = {
         "dataset": dataset,
@@ -89,6 +122,9 @@ def export(dataset: str, data_root: str, home: str, out: str, max_len: int = 50,
         "n_train_rows": int(len(inp)),
         "n_valid": int(len(split.valid)),
         "n_test": int(len(test)),
+        "s3rec_attributes": None if attrs is None else {
+            "source": attributes, "n_attributes": int(attrs.max()),
+            "items_with_none": int((attrs[1:] == 0).all(1).sum())},
         "split_definition": split.definition,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -104,8 +140,10 @@ def main() -> None:
     ap.add_argument("--data-root", default="../shared/data")
     ap.add_argument("--home", default=".bench")
     ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--attributes", default=None, choices=["text", "text_image", "popularity"],
+                    help="also write <name>.item with our S3-Rec's item attributes from this source")
     a = ap.parse_args()
-    info = export(a.dataset, a.data_root, a.home, a.out, a.max_len, a.name)
+    info = export(a.dataset, a.data_root, a.home, a.out, a.max_len, a.name, a.attributes)
     print(json.dumps({k: v for k, v in info.items() if k != "split_definition"}, indent=2))
 
 

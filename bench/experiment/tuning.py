@@ -111,9 +111,8 @@ def redact(url: str) -> str:
 
 def search_space(model: str, extra: dict[str, tuple] | None = None) -> dict[str, tuple]:
     """{override key: (kind, args...)} from the model's declared space plus `extra` entries."""
-    from bench.plugins import get_model_class
-
     from bench.engine.spec import GROUPS
+    from bench.plugins import get_model_class
 
     # a model's own fields are named bare ("dropout"); a run-level setting by its group
     # ("trainer.finetune.lr"), e.g. a fine-tuning space whose trials share one pre-training
