@@ -93,6 +93,24 @@ def test_budget_caps_scale_from_declared_needs(tmp_path):
     assert trainer_of(full["bert4rec"]) == (500, 30) and trainer_of(full["sasrec"]) == (200, 10)
 
 
+def test_a_need_can_depend_on_the_configuration(tmp_path):
+    """DuoRec's dot-product setting sits on a plateau before it learns: it needs patience 20; its
+    cosine setting declares nothing, so the budget's caps apply to it as to SASRec."""
+    cls = get_model_class("duorec")
+    assert declared_need(cls, "train") == {"epochs": 100, "patience": 20}
+    assert declared_need(cls, "train", cls.Config(similarity="cos")) is None
+    path = write_suite(tmp_path, ["duorec"], cpu={"training": CPU},
+                       variations={"default": {}, "cos": {"duorec.similarity": "cos", "duorec.tau": 0.1}})
+    suite = load_suite(str(path))
+    specs = {c.variation: c.spec(suite.protocol) for c in cells(suite, "cpu")}
+    assert trainer_of(specs["default"]) == (100, 20)
+    assert trainer_of(specs["cos"]) == (50, 5)
+    assert training_limits(specs["default"])["train"]["need"] == {"epochs": 100, "patience": 20}
+    assert training_limits(specs["cos"])["train"]["need"] is None
+    # a plain run of the default setting gets its need
+    assert trainer_of(build_spec("scientific", "leave_one_out", "duorec", 0, {})) == (200, 20)
+
+
 def test_rules_apply_to_the_values_before_the_budget(tmp_path):
     path = write_suite(tmp_path, ["sasrec"], overrides={"trainer.epochs": 20, "trainer.patience": 3},
                        cpu={"training": CPU})

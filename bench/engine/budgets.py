@@ -1,8 +1,9 @@
 """How a suite budget limits each model's training, relative to what the model says it needs.
 
 A model declares, per stage, the training it needs to converge: `training_need` on its class,
-e.g. BERT4Rec `{"train": {"epochs": 200, "patience": 20}}` (its `trainer_defaults`, used by a
-plain `bench run` and the full budget, give at least that). A budget's `training` rules cap
+e.g. BERT4Rec `{"train": {"epochs": 200, "patience": 20}}`, or per configuration through
+`training_need_for(config)` (DuoRec's dot-product setting needs a longer patience than its cosine
+one). Its `trainer_defaults`, used by a plain `bench run` and the full budget, give at least that. A budget's `training` rules cap
 epochs and patience per stage ("*" = every stage without a rule of its own). A cap never cuts a
 model below its declared need unless the rule says `respect_need: false` (a smoke budget); then,
 or when a budget's explicit override cuts it, the run is below its need, and
@@ -32,10 +33,26 @@ class StageLimit(BaseModel):
     respect_need: bool = True
 
 
-def declared_need(model_cls: type, stage: str) -> dict[str, int] | None:
-    """{'epochs', 'patience'} the model declares for `stage`, or None (no declaration)."""
-    need = getattr(model_cls, "training_need", {}).get(stage)
+def declared_need(model_cls: type, stage: str, config: Any = None) -> dict[str, int] | None:
+    """{'epochs', 'patience'} the model declares for `stage` in `config` (default: its default
+    configuration), or None (no declaration)."""
+    need = model_cls.training_need_for(model_cls.Config() if config is None else config).get(stage)
     return dict(need) if need else None
+
+
+def _config(model: str, model_cls: type, overrides: dict[str, Any]) -> Any:
+    """The model configuration these overrides give (its defaults where they do not validate:
+    building the spec then names the bad option)."""
+    from pydantic import ValidationError
+
+    from bench.engine.spec import expand_preset
+
+    params = {k.partition(".")[2]: v for k, v in expand_preset(model, model_cls.Config, overrides).items()
+              if k.partition(".")[0] == model}
+    try:
+        return model_cls.Config(**params)
+    except ValidationError:
+        return model_cls.Config()
 
 
 def _trainer_value(model_cls: type, stage: str, name: str, overrides: dict[str, Any]) -> Any:
@@ -57,12 +74,13 @@ def limit_overrides(model: str, rules: dict[str, StageLimit], before: dict[str, 
     from bench.plugins import get_model_class
 
     model_cls = get_model_class(model)
+    config = _config(model, model_cls, before)
     out: dict[str, Any] = {}
     for stage in model_cls.stages:
         rule = rules.get(stage) or rules.get("*")
         if rule is None:
             continue
-        need = declared_need(model_cls, stage) if rule.respect_need else None
+        need = declared_need(model_cls, stage, config) if rule.respect_need else None
         for name in FIELDS:
             if f"trainer.{name}" in explicit or f"trainer.{stage}.{name}" in explicit:
                 continue
@@ -100,7 +118,7 @@ def training_limits(spec: Any) -> dict[str, dict[str, Any]]:
     out = {}
     for stage in model_cls.stages_for(config):
         trainer = data["trainer"][stage]
-        need = declared_need(model_cls, stage)
+        need = declared_need(model_cls, stage, config)
         applied = {name: int(trainer[name]) for name in FIELDS}
         below = [name for name in FIELDS if need and applied[name] < need[name]]
         out[stage] = {"need": need, "applied": applied, "below_need": below}

@@ -82,6 +82,9 @@ class SeqRecModel(nn.Module):
     stages: ClassVar[tuple[str, ...]] = ("train",)
     dataset_specific: ClassVar[tuple[str, ...]] = ()  # state_dict key prefixes not transferred
     trainer_defaults: ClassVar[dict[str, dict[str, Any]]] = {}  # per stage, e.g. {"pretrain": {"lr": 1e-3}}
+    # per stage, the epochs and patience the model needs to converge; budgets never cut below it
+    # (bench/engine/budgets.py). trainer_defaults must give at least this.
+    training_need: ClassVar[dict[str, dict[str, int]]] = {}
     # whether the training loss restricts its classes to ctx.train_classes (next_item_ce does)
     honours_train_classes: ClassVar[bool] = True
     # whether a model whose config reads item features still builds without them (ctx.features None),
@@ -110,6 +113,11 @@ class SeqRecModel(nn.Module):
     def stages_for(cls, config: ModelConfig) -> tuple[str, ...]:
         """The stages this configuration runs (e.g. no pre-training in an ablation)."""
         return cls.stages
+
+    @classmethod
+    def training_need_for(cls, config: ModelConfig) -> dict[str, dict[str, int]]:
+        """The training need of this configuration (a setting that learns slower may need more)."""
+        return cls.training_need
 
     @classmethod
     def needs_features(cls, config: ModelConfig) -> dict | None:
