@@ -260,6 +260,36 @@ def test_suite_tune_fills_the_tuned_rows_and_the_table_says_what_was_selected(en
     assert "2 complete" in caption and "Default (untuned) hyper-parameters:" in caption
 
 
+def test_suite_trials_train_as_their_tuned_cell_would(env, tmp_path, monkeypatch):
+    """DuoRec's need depends on its similarity: each trial gets the patience a tuned cell with its
+    parameters gets under the budget, and the summary's overrides are the best trial's."""
+    import yaml
+
+    from bench.experiment import tuning
+    from bench.experiment.suites import load_suite
+
+    seen = []
+
+    def fake_objective(spec, _env, _on_epoch):
+        similarity = spec.model_params["similarity"]
+        seen.append((similarity, spec.trainer["train"].patience))
+        return {"value": 0.2 if similarity == "cos" else 0.1, "best_epoch": 0, "metric": "Recall@20"}
+
+    monkeypatch.setattr(tuning, "validation_objective", fake_objective)
+    monkeypatch.chdir(tmp_path)
+    suite_file = tmp_path / "duo.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "duo", "title": "DuoRec", "datasets": ["scientific"], "models": ["duorec"], "seeds": [0],
+        "variations": {"tuned": {}}, "params_from": {"tuned": "tuned/{model}-{dataset}-{budget}.best.json"},
+        "cpu": {"training": {"*": {"epochs_cap": 50, "patience_cap": 5}}},
+    }))
+    (summary,), _ = tuning.tune_suite(load_suite(str(suite_file)), "cpu", env, trials=8)
+    assert {s for s, _ in seen} == {"dot", "cos"}
+    assert all(patience == (20 if s == "dot" else 5) for s, patience in seen), seen
+    assert summary["params"]["duorec.similarity"] == "cos"
+    assert summary["overrides"]["trainer.train.patience"] == 5
+
+
 def test_params_from_names_only_variations_the_suite_has(tmp_path):
     import yaml
 

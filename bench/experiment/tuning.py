@@ -15,6 +15,7 @@ refused, so every model of a comparison is tuned with the same declared budget.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -242,8 +243,12 @@ def tune(
     pruner=None,
     out: Path | None = None,
     change_budget: bool = False,
+    trial_overrides: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict:
     """Run (or resume) a study until it holds `trials` finished trials or `timeout_s` passes.
+    `trial_overrides(params)`: the overrides a trial's parameters run under (default: `overrides`,
+    then the params); a suite passes its cells' resolution, so a trial trains as a tuned cell with
+    those parameters would (e.g. a budget that gives one setting a longer patience than another).
 
     Returns the summary written to `out` (default <home>/tuning/<study>.best.json).
     """
@@ -301,7 +306,11 @@ def tune(
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", worker)
         params = suggest(trial, space)
-        spec = build_spec(dataset, protocol, model, seed, {**overrides, **params})
+        run = trial_overrides(params) if trial_overrides else {**overrides, **params}
+        resolved = {k: v for k, v in run.items() if k not in params and (k not in overrides or overrides[k] != v)}
+        if resolved:  # what this trial ran under beyond the study's fixed settings (its summary says it)
+            trial.set_user_attr("resolved_overrides", resolved)
+        spec = build_spec(dataset, protocol, model, seed, run)
 
         def on_epoch(epoch: int, value: float) -> None:
             trial.report(value, epoch)
@@ -365,9 +374,11 @@ def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: fl
             skipped.append(cell.model)
             continue
         fixed = cell_overrides(suite, b, cell.variation, cell.model, cell.dataset, {})
+        per_trial = functools.partial(cell_overrides, suite, b, cell.variation, cell.model, cell.dataset)
         env.reporter.info(f"tuning {cell.model} on {cell.dataset} -> {path}")
         summaries.append(tune(cell.model, cell.dataset, suite.protocol, env, trials=trials, timeout_s=timeout_s,
-                              storage=storage, overrides=fixed, seed=seed, worker=worker, out=path))
+                              storage=storage, overrides=fixed, seed=seed, worker=worker, out=path,
+                              trial_overrides=per_trial))
     return summaries, sorted(set(skipped))
 
 
@@ -409,7 +420,7 @@ def study_summary(study, url: str) -> dict:
         "params": best.params,
         "space": setup.get("space", {}),
         # everything a run needs to reproduce the selected configuration, as --set overrides
-        "overrides": {**setup.get("overrides", {}), **best.params},
+        "overrides": {**setup.get("overrides", {}), **best.user_attrs.get("resolved_overrides", {}), **best.params},
         "budget": study.user_attrs.get("budget"),
         "trials": count,
         "wall_s": wall,
