@@ -22,8 +22,9 @@ makes the sequence representations alike, so CE sits near the popularity ranking
 before it descends. Measured at the cpu budget (one thread, seed 0): on scientific_mm validation
 Recall@20 stayed within 0.095-0.097 from epoch 4 to 15, then rose to 0.20 by epoch 31 (SASRec's
 level); on Scientific it stayed within 0.053-0.058 for 5 epochs, then rose to 0.164. A patience
-of 5 ended every scientific_mm run on that plateau (test Recall@10 0.044), so this setting declares
-a patience of 20 as its training need (`training_need_for`); budgets never cut it. similarity=cos
+of 5 ended every scientific_mm run on that plateau (test Recall@10 0.044); with patience 20 and
+up to 100 epochs (its declared need, `training_need_for`, which budgets never cut) the three
+seeds reach 0.1446 +- 0.0009 (best epochs 59-77, 1-based), above SASRec's 0.1409. similarity=cos
 with tau=0.1 bounds the logits at +-10 and learns from the first epoch, like SASRec.
 """
 
