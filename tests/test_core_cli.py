@@ -65,6 +65,13 @@ def test_unknown_command_is_a_usage_error_not_a_traceback(tmp_path, data_root):
     assert proc.returncode == 2 and "--models nope: not in suite main" in proc.stderr
 
 
+def test_a_variation_whose_name_has_a_comma_can_be_selected(tmp_path, data_root):
+    proc = bench("suite", "run", "baselines", "--budget", "quick", "--models", "duorec",
+                 "--variations", "cos, tau 0.1", "--dry-run", home=tmp_path, data_root=data_root)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("cos, tau 0.1 / duorec") == 2 and "default / duorec" not in proc.stdout
+
+
 def test_missing_data_root_is_named(tmp_path):
     proc = bench("data", "stats", "scientific", home=tmp_path, data_root=tmp_path / "absent")
     assert proc.returncode == 2

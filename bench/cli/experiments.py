@@ -136,7 +136,7 @@ def suite_run(
     dry_run: bool = typer.Option(False, "--dry-run", help="List this shard's cells and their status; run nothing."),
     models: str = typer.Option(None, help="Comma-separated: only these models' cells (sharded among themselves)."),
     datasets: str = typer.Option(None, help="Comma-separated: only these datasets' cells."),
-    variations: str = typer.Option(None, help="Comma-separated: only these variations' cells."),
+    variations: str = typer.Option(None, help="Comma-separated: only these variations' cells (or one variation's whole name, commas and all)."),
     jobs: int = typer.Option(1, min=1, help="Cells at once on a local Ray cluster (--executor ray without "
                              "--address); several share a GPU well. Needs the ray extra."),
     executor: str = ExecutorOpt,
@@ -158,6 +158,8 @@ def suite_run(
     k_n = parse_shard(shard)
     filters = {"models": models, "datasets": datasets, "variations": variations}
     picked = {option: split_names(value) or None for option, value in filters.items()}
+    if variations and variations.strip() in suite.all_variations():  # a name with a comma: "cos, tau 0.1"
+        picked["variations"] = [variations.strip()]
     label = budget_label(budget)
     ray_opts = ray_options(executor, jobs, address, cpus_per_cell, gpus_per_cell, max_retries)
     with Reporter() as reporter:
