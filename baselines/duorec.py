@@ -19,12 +19,12 @@ in the reference's 'us_x' mode. Trains on 'prefix' rows (one target per row), as
 The reference's default (dot, tau 1) learns late: the encoder ends in a LayerNorm, so every view
 has norm ~sqrt(hidden) and the logits span +-hidden; the InfoNCE starts at 14-21 nats and first
 makes the sequence representations alike, so CE sits near the popularity ranking for a while
-before it descends. Measured at the cpu budget (one thread, seed 0): on scientific_mm validation
+before it descends. Measured at the cpu budget (seed 0, epochs 1-based): on scientific_mm validation
 Recall@20 stayed within 0.095-0.097 from epoch 4 to 15, then rose to 0.20 by epoch 31 (SASRec's
 level); on Scientific it stayed within 0.053-0.058 for 5 epochs, then rose to 0.164. A patience
 of 5 ended every scientific_mm run on that plateau (test Recall@10 0.044); with patience 20 and
 up to 100 epochs (its declared need, `training_need_for`, which budgets never cut) the three
-seeds reach 0.1446 +- 0.0009 (best epochs 59-77, 1-based), above SASRec's 0.1409. similarity=cos
+seeds reach 0.1446 +- 0.0009 (best epochs 59-77), above SASRec's 0.1409. similarity=cos
 with tau=0.1 bounds the logits at +-10 and learns from the first epoch, like SASRec.
 """
 

@@ -3,11 +3,12 @@
 A model declares, per stage, the training it needs to converge: `training_need` on its class,
 e.g. BERT4Rec `{"train": {"epochs": 200, "patience": 20}}`, or per configuration through
 `training_need_for(config)` (DuoRec's dot-product setting needs a longer patience than its cosine
-one). Its `trainer_defaults`, used by a plain `bench run` and the full budget, give at least that. A budget's `training` rules cap
-epochs and patience per stage ("*" = every stage without a rule of its own). A cap never cuts a
-model below its declared need unless the rule says `respect_need: false` (a smoke budget); then,
-or when a budget's explicit override cuts it, the run is below its need, and
-`training_limits(spec)` (stored in each run record as `training_limits`) says so, so a table can.
+one). Its `trainer_defaults`, used by a plain `bench run` and the full budget, give at least
+that. A budget's `training` rules cap epochs and patience per stage ("*" = every stage without a
+rule of its own). A cap never cuts a model below its declared need unless the rule says
+`respect_need: false` (a smoke budget); then, or when a budget's explicit override cuts it, the
+run is below its need, and `training_limits(spec)` (stored in each run record as
+`training_limits`) says so, so a table can.
 
 Rules apply to the values a cell would otherwise have (model defaults, then suite, tuned and
 variation overrides); a budget's explicit `trainer.*` overrides still win over its rules.

@@ -373,8 +373,8 @@ def tune_suite(suite, budget: str, env, trials: int | None = None, timeout_s: fl
         except BenchError:
             skipped.append(cell.model)
             continue
-        fixed = cell_overrides(suite, b, cell.variation, cell.model, cell.dataset, {})
         per_trial = functools.partial(cell_overrides, suite, b, cell.variation, cell.model, cell.dataset)
+        fixed = per_trial({})
         env.reporter.info(f"tuning {cell.model} on {cell.dataset} -> {path}")
         summaries.append(tune(cell.model, cell.dataset, suite.protocol, env, trials=trials, timeout_s=timeout_s,
                               storage=storage, overrides=fixed, seed=seed, worker=worker, out=path,
